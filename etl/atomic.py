@@ -1,0 +1,66 @@
+"""Nothing half-written: every output goes to a temp path beside its target and is renamed into place."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temp file path in the target's folder; rename it onto ``target`` if the block succeeds.
+
+    The temp name starts with '.' and ends with '.tmp' so globbing for outputs never sees it.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
+
+
+def write_text(target: str | os.PathLike[str], text: str) -> Path:
+    return write_bytes(target, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike[str], suffix: str = ".partial") -> Iterator[Path]:
+    """Build a directory at ``<target><suffix>`` and swap it onto ``target`` only when the block succeeds.
+
+    A failed or killed build leaves any previous ``target`` untouched; a stale ``.partial`` from an earlier
+    killed run is cleared first.
+    """
+    target = Path(target)
+    partial = target.with_name(target.name + suffix)
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    old = target.with_name(target.name + ".old")
+    if target.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(target, old)
+    os.replace(partial, target)
+    if old.exists():
+        shutil.rmtree(old)

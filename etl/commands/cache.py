@@ -1,0 +1,9 @@
+"""`mamamia cache`: not yet built (see the open issues)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the root app (nothing yet)."""

@@ -1,0 +1,40 @@
+"""Progress for long work: a bar on a terminal, plain log lines otherwise (CI, pipes, log files)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("etl")
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress display suited to where stderr goes."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    if sys.stderr.isatty():
+        from rich.progress import track as rich_track
+
+        yield from rich_track(items, description=description, total=total, console=_console())
+        return
+    start = time.monotonic()
+    last = start
+    n = 0
+    for n, item in enumerate(items, 1):
+        yield item
+        now = time.monotonic()
+        if now - last >= 5 or n == total:
+            log.info("%s: %d/%s done (%.1f s)", description, n, total if total is not None else "?", now - start)
+            last = now
+    if n != total:
+        log.info("%s: %d done (%.1f s)", description, n, time.monotonic() - start)
+
+
+def _console():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    return Console(stderr=True)
