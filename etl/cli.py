@@ -61,15 +61,15 @@ def _root(
     ),
 ) -> None:
     _state["debug"] = debug
+    # Our own progress lines at INFO; third-party chatter (tcia_utils logs every call, numexpr its
+    # thread count) only from WARNING unless --verbose.
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
         force=True,
     )
-    # Third-party chatter (tcia_utils logs every call at INFO) stays quiet unless asked for.
-    for noisy in ("tcia_utils", "synapseclient", "urllib3", "distributed", "nnunetv2", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger("etl").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 for _name in COMMAND_MODULES:

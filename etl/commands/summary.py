@@ -1,9 +1,43 @@
-"""`mamamia summary`: not yet built (see the open issues)."""
+"""`mamamia summary`: counts in the layout of the MAMA-MIA paper's Tables 1 and 2."""
 
 from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
 
 import typer
 
 
+class SummaryFormat(str, Enum):
+    json = "json"
+    text = "text"
+
+
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app (nothing yet)."""
+    @app.command("summary")
+    def summary(
+        source: Path = typer.Argument(..., help="Table (.xlsx sheet dataset_info, .parquet, .csv) or a release directory."),
+        fmt: SummaryFormat = typer.Option(SummaryFormat.text, "--format", "-f",
+                                          help="json: {n_cases, overall: {VAR: {LABEL: N}}, by_dataset: {...}}; "
+                                               "text: one readable table per variable."),
+    ) -> None:
+        """Count cases per variable and label, overall and per dataset (age binned; 0/1 as no/yes)."""
+        import json
+
+        from etl.use.summary import summarize, summary_text
+
+        result = summarize(_load_table(source))
+        if fmt is SummaryFormat.json:
+            typer.echo(json.dumps(result, indent=1))
+        else:
+            typer.echo(summary_text(result), nl=False)
+
+
+def _load_table(source: Path):  # type: ignore[no-untyped-def]
+    from etl.tables import read_table
+
+    if source.is_dir():
+        from etl.use.release import open_release
+
+        return open_release(source).table
+    return read_table(source)

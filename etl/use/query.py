@@ -1,0 +1,81 @@
+"""Filter the clinical table: a boolean expression (`--where`) or DuckDB SQL over a view named `cases`.
+
+Both go through DuckDB, so there is one set of semantics: missing values never match a comparison
+(``her2 == 1`` excludes cases with unknown HER2), ``and``/``or``/``not``, ``in (...)``, ``is null``.
+Python habits are accepted where unambiguous: ``==`` and double-quoted strings that are not column names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+
+import pandas as pd
+
+from etl.errors import EtlError
+
+_DOUBLE_QUOTED = re.compile(r'"([^"]*)"')
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class QueryError(EtlError):
+    """The expression or SQL cannot be run on this table."""
+
+
+def filter_cases(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Rows of ``df`` for which the boolean expression holds (missing compares as false)."""
+    if not where.strip():
+        raise QueryError("empty expression", "--where")
+    expr = _DOUBLE_QUOTED.sub(lambda m: m.group(0) if m.group(1) in df.columns else "'" + m.group(1).replace("'", "''") + "'", where)
+    return run_sql(df, f"SELECT * FROM cases WHERE ({expr})", where_label="--where")
+
+
+def run_sql(df: pd.DataFrame, sql: str, where_label: str = "--sql") -> pd.DataFrame:
+    """Run DuckDB SQL with ``df`` registered as the view ``cases``."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("cases", df)
+        try:
+            result = con.execute(sql).df()
+        except duckdb.BinderException as exc:
+            raise _binder_error(exc, df.columns, where_label) from exc
+        except duckdb.Error as exc:
+            raise QueryError(f"invalid expression: {_first_line(exc)}", where_label) from exc
+    finally:
+        con.close()
+    return _restore_dtypes(result, df)
+
+
+def referenced_columns(expr: str, columns: Sequence[str]) -> list[str]:
+    """Column names that an expression mentions, in table order (to choose what a table display shows)."""
+    words = set(_IDENT.findall(_DOUBLE_QUOTED.sub("", re.sub(r"'[^']*'", "", expr))))
+    return [c for c in columns if c in words]
+
+
+def _binder_error(exc: Exception, columns: Sequence[str], where_label: str) -> QueryError:
+    text = str(exc)
+    m = re.search(r'column "([^"]+)" not found', text)
+    if m:
+        name = m.group(1)
+        close = difflib.get_close_matches(name, list(columns), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return QueryError(f"unknown column {name!r}{hint}", where_label)
+    return QueryError(f"invalid expression: {_first_line(exc)}", where_label)
+
+
+def _restore_dtypes(result: pd.DataFrame, source: pd.DataFrame) -> pd.DataFrame:
+    """Give selected columns their source dtypes back (DuckDB returns nullable ints as float)."""
+    for name in result.columns:
+        if name in source.columns and result[name].dtype != source[name].dtype:
+            try:
+                result[name] = result[name].astype(source[name].dtype)
+            except (TypeError, ValueError):
+                pass  # a computed column that only shares the name: keep DuckDB's type
+    return result
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0]
