@@ -235,6 +235,7 @@ class Schema:
     rules: tuple[RuleSpec, ...]
     source: Path
     summary: dict[str, Any] = field(default_factory=dict)
+    optional: dict[str, ColumnSpec] = field(default_factory=dict)
 
     def column_names(self) -> list[str]:
         return list(self.columns)
@@ -266,21 +267,8 @@ def load_schema(path: str | Path | None = None) -> Schema:
         doc = yaml.safe_load(src.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read schema: {exc}", str(src)) from exc
-    columns: dict[str, ColumnSpec] = {}
-    for name, spec in (doc.get("columns") or {}).items():
-        spec = dict(spec or {})
-        dtype = spec.pop("dtype", None)
-        if dtype not in DTYPES:
-            raise ConfigError(f"column {name}: dtype must be one of {DTYPES}, got {dtype!r}", str(src))
-        if spec.get("format") not in (None, *FORMATS):
-            raise ConfigError(f"column {name}: unknown format {spec.get('format')!r}", str(src))
-        for key in ("allowed", "tolerated"):
-            if spec.get(key) is not None:
-                spec[key] = tuple(spec[key])
-        unknown = set(spec) - set(ColumnSpec.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"column {name}: unknown keys {sorted(unknown)}", str(src))
-        columns[name] = ColumnSpec(name=name, dtype=dtype, **spec)
+    columns = {name: _column_spec(name, spec, src) for name, spec in (doc.get("columns") or {}).items()}
+    optional = {name: _column_spec(name, spec, src) for name, spec in (doc.get("optional_columns") or {}).items()}
     rules = []
     for raw in doc.get("rules") or []:
         raw = dict(raw)
@@ -300,7 +288,23 @@ def load_schema(path: str | Path | None = None) -> Schema:
     unknown_vars = [v for v in summary.get("variables", []) if v not in columns]
     if unknown_vars:
         raise ConfigError(f"summary names unknown columns {unknown_vars}", str(src))
-    return Schema(doc.get("name", src.stem), int(doc.get("version", 1)), columns, tuple(rules), src, summary)
+    return Schema(doc.get("name", src.stem), int(doc.get("version", 1)), columns, tuple(rules), src, summary, optional)
+
+
+def _column_spec(name: str, spec: dict[str, Any] | None, src: Path) -> ColumnSpec:
+    spec = dict(spec or {})
+    dtype = spec.pop("dtype", None)
+    if dtype not in DTYPES:
+        raise ConfigError(f"column {name}: dtype must be one of {DTYPES}, got {dtype!r}", str(src))
+    if spec.get("format") not in (None, *FORMATS):
+        raise ConfigError(f"column {name}: unknown format {spec.get('format')!r}", str(src))
+    for key in ("allowed", "tolerated"):
+        if spec.get(key) is not None:
+            spec[key] = tuple(spec[key])
+    unknown = set(spec) - set(ColumnSpec.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"column {name}: unknown keys {sorted(unknown)}", str(src))
+    return ColumnSpec(name=name, dtype=dtype, **spec)
 
 
 def column_names() -> list[str]:
@@ -330,7 +334,7 @@ def coerce_frame(df: pd.DataFrame, schema: Schema | None = None) -> pd.DataFrame
 def _coerce(df: pd.DataFrame, schema: Schema, findings: _Findings | None = None) -> tuple[pd.DataFrame, _Findings]:
     out = df.copy()
     findings = findings if findings is not None else _Findings()
-    for name, spec in schema.columns.items():
+    for name, spec in [*schema.columns.items(), *schema.optional.items()]:
         if name not in out.columns:
             continue
         col = out[name]
@@ -398,7 +402,7 @@ def _build_pandera(schema: Schema):  # type: ignore[no-untyped-def]
 
     columns = {}
     infos: dict[tuple[str, int], _CheckInfo] = {}
-    for c in schema.columns.values():
+    for c in [*schema.columns.values(), *schema.optional.values()]:
         checks: list[Any] = []
 
         def add(check: Any, rule: str, severity: str, message: str, _c: ColumnSpec = c) -> None:
@@ -426,7 +430,7 @@ def _build_pandera(schema: Schema):  # type: ignore[no-untyped-def]
             add(pa.Check(per_unique(lambda u: u == u.str.strip())), "no_surrounding_whitespace", "warning",
                 "text has leading or trailing whitespace")
         dtype = {"Int64": "Int64", "float64": "float64", "str": None}[c.dtype]
-        columns[c.name] = pa.Column(dtype, checks, nullable=c.nullable, required=True, coerce=False)
+        columns[c.name] = pa.Column(dtype, checks, nullable=c.nullable, required=c.name in schema.columns, coerce=False)
     pandera_schema = pa.DataFrameSchema(columns, strict=False, ordered=False, name=schema.name)
     return pandera_schema, infos
 
@@ -588,7 +592,7 @@ def validate_frame(df: pd.DataFrame, schema: Schema | None = None) -> Report:
         if name not in present:
             findings.add(None, name, "column_missing", "error", "required column is missing")
     for name in present:
-        if name not in schema.columns:
+        if name not in schema.columns and name not in schema.optional:
             findings.add(None, name, "column_extra", "error", "column is not one of the 49 variables")
     dupes = sorted({c for c in present if present.count(c) > 1})
     for name in dupes:
@@ -596,11 +600,13 @@ def validate_frame(df: pd.DataFrame, schema: Schema | None = None) -> Report:
     if dupes:
         return Report(len(df), findings, None, None)
     common = [c for c in expected if c in present]
-    if [c for c in present if c in schema.columns] != common:
-        findings.add(None, None, "column_order", "error", "columns are not in the published order")
+    if [c for c in present if c in schema.columns] != common or any(
+        present.index(o) < present.index(c) for o in present if o in schema.optional for c in common
+    ):
+        findings.add(None, None, "column_order", "error", "columns are not in the published order (optional ones last)")
 
     typed, findings = _coerce(df, schema, findings)
-    _run_column_checks(schema, typed, common, findings)
+    _run_column_checks(schema, typed, common + [c for c in present if c in schema.optional], findings)
     for rule in schema.rules:
         if not _rule_columns(rule) <= set(common):
             continue  # a missing column is already an error; the rule cannot be evaluated

@@ -99,3 +99,12 @@ def test_xlsx_drop_in_is_byte_identical_when_rewritten(v1_table, tmp_path):
     assert a == b
     legend = pd.read_excel(tmp_path / "a.xlsx", sheet_name="legend")
     assert legend["Field"].tolist() == column_names()
+
+
+def test_release_split_column_is_optional_and_checked(v1_table):
+    df = v1_table.copy()
+    df["split"] = ["train"] * (len(df) - 1) + ["validation"]
+    report = validate_frame(df)
+    assert [(v.row, v.column, v.rule) for v in report.errors] == [(1505, "split", "allowed_values")]
+    moved = df[["split", *v1_table.columns]]
+    assert "column_order" in validate_frame(moved).counts()["error"]
