@@ -44,10 +44,13 @@ def atomic_dir(target: str | os.PathLike[str], suffix: str = ".partial") -> Iter
     """Build a directory at ``<target><suffix>`` and swap it onto ``target`` only when the block succeeds.
 
     A failed or killed build leaves any previous ``target`` untouched; a stale ``.partial`` from an earlier
-    killed run is cleared first.
+    killed run is cleared first. The swap is two renames (target -> ``.old``, partial -> target); a run
+    killed between them leaves ``.old`` and no target, which the next call puts back before anything else.
     """
     target = Path(target)
     partial = target.with_name(target.name + suffix)
+    old = target.with_name(target.name + ".old")
+    recover_previous(target)
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
@@ -56,7 +59,6 @@ def atomic_dir(target: str | os.PathLike[str], suffix: str = ".partial") -> Iter
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    old = target.with_name(target.name + ".old")
     if target.exists():
         if old.exists():
             shutil.rmtree(old)
@@ -64,3 +66,13 @@ def atomic_dir(target: str | os.PathLike[str], suffix: str = ".partial") -> Iter
     os.replace(partial, target)
     if old.exists():
         shutil.rmtree(old)
+
+
+def recover_previous(target: str | os.PathLike[str]) -> bool:
+    """Put back ``<target>.old`` when a swap was killed between its two renames; True if it did."""
+    target = Path(target)
+    old = target.with_name(target.name + ".old")
+    if old.exists() and not target.exists():
+        os.replace(old, target)
+        return True
+    return False

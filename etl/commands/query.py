@@ -66,9 +66,7 @@ def _load(source: Path):  # type: ignore[no-untyped-def]
     from etl.tables import read_table
 
     if source.is_dir():
-        from etl.use.release import open_release
+        from etl.use.release import PATH_COLUMNS, table_with_paths
 
-        release = open_release(source)
-        table = release.table_with_paths()
-        return table, [c for c in table.columns if c.endswith("_path") or c.endswith("_paths")]
+        return table_with_paths(source), list(PATH_COLUMNS)
     return read_table(source), []

@@ -37,7 +37,8 @@ def _load_table(source: Path):  # type: ignore[no-untyped-def]
     from etl.tables import read_table
 
     if source.is_dir():
+        from etl.release.tableio import base_frame
         from etl.use.release import open_release
 
-        return open_release(source).table
+        return base_frame(open_release(source).table)
     return read_table(source)

@@ -57,8 +57,12 @@ def _validate_table(path: Path, sheet: str, fmt: ValidateFormat, max_shown: int 
 def _validate_release(path: Path, fmt: ValidateFormat, max_shown: int | None) -> int:
     import json
 
+    from etl.errors import InputUnreadable
     from etl.release.verify import verify_release
+    from etl.use.release import is_release
 
+    if not is_release(path):
+        raise InputUnreadable("directory is not a release (no clinical_and_imaging_info.parquet)", str(path))
     problems = verify_release(path)
     shown = problems if max_shown is None else problems[:max_shown]
     if fmt is ValidateFormat.json:
@@ -66,6 +70,6 @@ def _validate_release(path: Path, fmt: ValidateFormat, max_shown: int | None) ->
                                "problems": [p.to_dict() for p in shown]}, indent=1, ensure_ascii=False))
     else:
         for p in shown:
-            typer.echo(str(p))
+            typer.echo(p.describe())
         typer.echo(f"{path}: {'valid' if not problems else 'INVALID'}: {len(problems)} problems")
     return 1 if problems else 0

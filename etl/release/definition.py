@@ -1,0 +1,171 @@
+"""A release definition (``release/*.yaml``) read into one typed object.
+
+Paths in a definition are relative to the definition file unless absolute; ``$VARS`` and ``~`` are
+expanded. Command-line overrides (``--staged``, ``--table``, ``--previous``) replace the file's sources so
+a curator or the demo can build without editing YAML; the effective values are what provenance records.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from etl.errors import ConfigError
+from etl.split import SplitSettings
+
+# Orientation code each voxel axis points to (nibabel aff2axcodes), per profile and acquisition view.
+PROFILES: dict[str, dict[str, str]] = {
+    "mama-mia-v1": {"axial": "LPS", "sagittal": "RAS"},
+    "challenge": {"axial": "LAS", "sagittal": "PSR"},
+}
+
+_UNSET_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?")
+
+
+@dataclass
+class ReleaseDefinition:
+    path: Path
+    raw: dict[str, Any]
+    name: str
+    version: str
+    profile: str
+    staged: list[Path]
+    table: Path | None
+    caches: list[Path]
+    previous: Path | None
+    cases: str
+    imaging_from_staged: bool
+    split: SplitSettings
+    split_file: Path | None = None
+    collections: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def release_id(self) -> str:
+        return f"{self.name}-{self.version}"
+
+    @property
+    def orientation(self) -> dict[str, str]:
+        return PROFILES[self.profile]
+
+    def effective(self) -> dict[str, Any]:
+        """The definition as built: raw YAML with sources/previous replaced by the resolved paths."""
+        out = dict(self.raw)
+        out["sources"] = {
+            "staged": [str(p) for p in self.staged],
+            "table": str(self.table) if self.table else None,
+            "caches": [str(p) for p in self.caches],
+        }
+        out["previous"] = str(self.previous) if self.previous else None
+        out["cases"] = self.cases
+        if self.split_file:
+            out["split"] = {**dict(out.get("split") or {}), "file": str(self.split_file)}
+        return out
+
+
+def _resolve(value: str | os.PathLike[str], base: Path, key: str, where: Path) -> Path:
+    text = os.path.expanduser(os.path.expandvars(str(value)))
+    unset = _UNSET_VAR.search(text)
+    if unset:
+        raise ConfigError(
+            f"{key} uses the unset variable {unset.group(1)}; set it or override the source on the command line",
+            f"{where}: {key}",
+        )
+    p = Path(text)
+    return (p if p.is_absolute() else base / p).resolve()
+
+
+def load_definition(
+    path: str | os.PathLike[str],
+    staged: list[str | os.PathLike[str]] | None = None,
+    table: str | os.PathLike[str] | None = None,
+    previous: str | os.PathLike[str] | None = None,
+    cases: str | None = None,
+) -> ReleaseDefinition:
+    """Read and check a release definition; command-line overrides win over the file's sources."""
+    path = Path(path).resolve()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read release definition: {exc.strerror or exc}", str(path)) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"release definition is not valid YAML: {exc}", str(path)) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError("release definition must be a mapping", str(path))
+    base = path.parent
+    for key in ("name", "version"):
+        if not raw.get(key):
+            raise ConfigError(f"release definition lacks '{key}'", str(path))
+    name, version = str(raw["name"]), str(raw["version"])
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", version):
+        raise ConfigError(f"name/version must be plain identifiers, got {name!r} / {version!r}", str(path))
+    profile = str(raw.get("profile") or "mama-mia-v1")
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown orientation profile {profile!r}; expected one of {', '.join(PROFILES)}", f"{path}: profile")
+    sources = raw.get("sources") or {}
+    if not isinstance(sources, dict):
+        raise ConfigError("'sources' must be a mapping", f"{path}: sources")
+
+    if staged:
+        staged_paths = [Path(p).resolve() for p in staged]
+    else:
+        listed = sources.get("staged") or []
+        listed = [listed] if isinstance(listed, str) else list(listed)
+        staged_paths = [_resolve(p, base, "sources.staged", path) for p in listed]
+    if not staged_paths:
+        raise ConfigError("no staged directory given (sources.staged or --staged)", str(path))
+
+    if table is not None:
+        table_path: Path | None = Path(table).resolve()
+    elif sources.get("table"):
+        table_path = _resolve(sources["table"], base, "sources.table", path)
+    else:
+        table_path = None
+
+    caches = []
+    for p in sources.get("caches") or []:
+        try:
+            caches.append(_resolve(p, base, "sources.caches", path))
+        except ConfigError:
+            continue  # caches are informational; an unset variable there must not block a build
+
+    if previous is not None:
+        prev_path: Path | None = Path(previous).resolve()
+    elif raw.get("previous"):
+        prev_path = _resolve(raw["previous"], base, "previous", path)
+    else:
+        prev_path = None
+
+    mode = cases or str(raw.get("cases") or "table")
+    if mode not in ("table", "staged"):
+        raise ConfigError(f"cases must be 'table' or 'staged', got {mode!r}", f"{path}: cases")
+    split_raw = dict(raw.get("split") or {})
+    split_file = _resolve(split_raw.pop("file"), base, "split.file", path) if split_raw.get("file") else None
+    split_raw.pop("file", None)
+    try:
+        split = SplitSettings.from_mapping(split_raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad split settings: {exc}", f"{path}: split") from exc
+    collections = raw.get("collections") or {}
+    if not isinstance(collections, dict):
+        raise ConfigError("'collections' must be a mapping", f"{path}: collections")
+    return ReleaseDefinition(
+        path=path,
+        raw=raw,
+        name=name,
+        version=version,
+        profile=profile,
+        staged=staged_paths,
+        table=table_path,
+        caches=caches,
+        previous=prev_path,
+        cases=mode,
+        imaging_from_staged=bool(raw.get("imaging_from_staged", True)),
+        split=split,
+        split_file=split_file,
+        collections={str(k): dict(v or {}) for k, v in collections.items()},
+    )

@@ -1,0 +1,305 @@
+"""Check a built release: checksums, schema, files vs rows, NIfTI orientation, no PHI.
+
+``verify_release(path)`` returns every problem found (empty list = the release is sound); ``mamamia
+release verify`` and ``mamamia validate`` on a release directory print them and exit 1 if there are any.
+The naming templates and orientation profile are read from the release's own ``provenance.json``, so a
+release is checked against the definition it was built with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from etl.errors import EtlError
+from etl.layout import TEMPLATE_KEYS, Layout
+from etl.release.definition import PROFILES
+from etl.release.manifest import MANIFEST, read_manifest, release_files, sha256_file
+
+log = logging.getLogger("etl.release.verify")
+
+TABLE = "clinical_and_imaging_info.parquet"
+XLSX = "clinical_and_imaging_info.xlsx"
+SPLITS = "train_test_splits.csv"
+REQUIRED_FILES = (TABLE, XLSX, SPLITS, "data_dictionary.md", "croissant.json", "provenance.json",
+                  "LICENSES.md", "CHANGELOG.md", MANIFEST)
+OPTIONAL_FILES = ("segmentation_qc.parquet", "splits_final.json")
+CASE_DIRS = ("images", "segmentations", "patient_info_files")
+MAX_LISTED = 50  # per check; the rest is summarised in one line
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: which check, where (file, row or column), what is wrong."""
+
+    check: str
+    where: str
+    message: str
+
+    def describe(self) -> str:
+        return f"{self.check}: {self.message} ({self.where})"
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def _definition(root: Path) -> dict[str, Any]:
+    try:
+        prov = json.loads((root / "provenance.json").read_text())
+        return dict(prov.get("definition") or {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _layout(root: Path, definition: dict[str, Any]) -> Layout:
+    naming = definition.get("naming") or {}
+    if all(k in naming for k in TEMPLATE_KEYS):
+        return Layout(root, {k: str(naming[k]) for k in TEMPLATE_KEYS})
+    return Layout.from_definition(root)
+
+
+def _cap(problems: list[Problem], check: str) -> list[Problem]:
+    mine = [p for p in problems if p.check == check]
+    if len(mine) <= MAX_LISTED:
+        return problems
+    others = [p for p in problems if p.check != check]
+    return others + mine[:MAX_LISTED] + [Problem(check, "release", f"... and {len(mine) - MAX_LISTED} more {check} problems")]
+
+
+def check_checksums(root: Path) -> list[Problem]:
+    out: list[Problem] = []
+    try:
+        sums = read_manifest(root)
+    except EtlError as exc:
+        return [Problem("checksum", MANIFEST, exc.what)]
+    from etl.progress import track
+
+    present = set(release_files(root))
+    for rel, digest in track(sorted(sums.items()), "verify: checksums", total=len(sums)):
+        path = root / rel
+        if rel not in present:
+            out.append(Problem("checksum", rel, "listed in SHA256SUMS but missing"))
+        elif sha256_file(path) != digest:
+            out.append(Problem("checksum", rel, "content does not match its SHA256SUMS checksum"))
+    for rel in sorted(present - set(sums)):
+        out.append(Problem("checksum", rel, "file is not listed in SHA256SUMS"))
+    return out
+
+
+def check_table(root: Path) -> tuple[pd.DataFrame | None, list[Problem]]:
+    from etl.release.diff import table_diff
+    from etl.release.tableio import base_frame, read_table, validate
+
+    out: list[Problem] = []
+    try:
+        df = read_table(root / TABLE)
+    except EtlError as exc:
+        return None, [Problem("schema", TABLE, exc.what)]
+    report = validate(df)
+    for v in report.errors:
+        where = f"{TABLE} row {v.row}" + (f" ({v.patient_id})" if v.patient_id else "") + (f" column {v.column}" if v.column else "")
+        value = "" if v.value is None else f" value {v.value!r}"
+        out.append(Problem("schema", where, f"{v.message}{value} [{v.rule}]"))
+    try:
+        xl = read_table(root / XLSX)
+    except EtlError as exc:
+        out.append(Problem("schema", XLSX, exc.what))
+    else:
+        d = table_diff(base_frame(df), xl)
+        if d["cases_added"] or d["cases_removed"] or d["variables"] or d["columns_added"] or d["columns_removed"]:
+            detail = ", ".join(f"{c} ({i['changed']})" for c, i in d["variables"].items())
+            out.append(Problem("schema", XLSX, "xlsx drop-in differs from the Parquet table: "
+                               f"{len(d['cases_added']) + len(d['cases_removed'])} cases, columns {detail or 'none'}"
+                               + (f", extra/missing columns {d['columns_added'] + d['columns_removed']}"
+                                  if d["columns_added"] or d["columns_removed"] else "")))
+    return df, out
+
+
+def check_splits(root: Path, df: pd.DataFrame) -> list[Problem]:
+    from etl.split import read_split
+
+    try:
+        sp = read_split(root / SPLITS)
+    except EtlError as exc:
+        return [Problem("split", SPLITS, exc.what)]
+    out = []
+    ids = set(df["patient_id"].astype(str))
+    sids = set(sp["patient_id"].astype(str))
+    for pid in sorted(ids - sids):
+        out.append(Problem("split", f"{SPLITS} ({pid})", "table case has no split assignment"))
+    for pid in sorted(sids - ids):
+        out.append(Problem("split", f"{SPLITS} ({pid})", "split names a case that is not in the table"))
+    bad = sp[~sp["split"].isin(["train", "test"])]
+    for pid, value in zip(bad["patient_id"], bad["split"]):
+        out.append(Problem("split", f"{SPLITS} ({pid})", f"split must be train or test, got {value!r}"))
+    if "split" in df.columns:
+        merged = df[["patient_id", "split"]].merge(sp[["patient_id", "split"]], on="patient_id", suffixes=("", "_csv"))
+        for pid in merged.loc[merged["split"].astype(str) != merged["split_csv"].astype(str), "patient_id"]:
+            out.append(Problem("split", f"{TABLE} ({pid})", "split column disagrees with train_test_splits.csv"))
+    return out
+
+
+def _expected_files(layout: Layout, df: pd.DataFrame, root: Path) -> tuple[set[str], list[Problem]]:
+    """Files every row must have (images, patient info) plus masks it has; problems for rows lacking images."""
+    out: list[Problem] = []
+    expected: set[str] = set()
+    for pid, n in zip(df["patient_id"].astype(str), df["num_phases"]):
+        images = layout.images(pid)
+        for p in images:
+            expected.add(p.relative_to(root).as_posix())
+        where = f"{TABLE} ({pid})"
+        if not images:
+            out.append(Problem("images", where, "case has no image files"))
+        elif n is pd.NA or pd.isna(n):
+            out.append(Problem("images", where, f"num_phases is missing but {len(images)} phase file(s) exist"))
+        elif len(images) != int(n):
+            out.append(Problem("images", where, f"{len(images)} phase file(s) but num_phases is {int(n)}"))
+        info = layout.patient_info(pid)
+        expected.add(info.relative_to(root).as_posix())
+        if not info.exists():
+            out.append(Problem("images", where, f"missing {info.relative_to(root).as_posix()}"))
+        for mask in (layout.expert_mask(pid), layout.automatic_mask(pid)):
+            if mask.exists():
+                expected.add(mask.relative_to(root).as_posix())
+    return expected, out
+
+
+def check_files(root: Path, layout: Layout, df: pd.DataFrame) -> list[Problem]:
+    expected, out = _expected_files(layout, df, root)
+    for rel in release_files(root):
+        top = rel.split("/", 1)[0]
+        if "/" not in rel:
+            if rel not in REQUIRED_FILES and rel not in OPTIONAL_FILES:
+                out.append(Problem("files", rel, "unexpected file in the release root"))
+        elif top in CASE_DIRS:
+            if rel not in expected:
+                out.append(Problem("files", rel, "file belongs to no table row (or breaks the naming templates)"))
+        else:
+            out.append(Problem("files", rel, "unexpected file outside the release layout"))
+    for rel in REQUIRED_FILES:
+        if not (root / rel).exists():
+            out.append(Problem("files", rel, "required release file is missing"))
+    return out
+
+
+def check_niftis(root: Path, layout: Layout, df: pd.DataFrame, profile: str, phi: bool,
+                 phi_values: dict[str, str] | None = None) -> list[Problem]:
+    """Orientation (and PHI in header fields) of every image and mask; reads headers only."""
+    import nibabel as nib
+    import numpy as np
+
+    from etl.progress import track
+    from etl.release.phi import scan_nifti
+
+    codes = PROFILES.get(profile)
+    out: list[Problem] = []
+    rows = list(zip(df["patient_id"].astype(str), df["view"] if "view" in df.columns else [None] * len(df)))
+    for pid, view in track(rows, "verify: NIfTI headers", total=len(rows)):
+        expected = codes.get(str(view).strip().lower()) if codes and isinstance(view, str) else None
+        ref = None
+        files = [(p, "image") for p in layout.images(pid)]
+        files += [(p, "mask") for p in (layout.expert_mask(pid), layout.automatic_mask(pid)) if p.exists()]
+        for path, kind in files:
+            rel = path.relative_to(root).as_posix()
+            try:
+                img = nib.load(str(path))
+                hdr = img.header
+                axcodes = "".join(nib.aff2axcodes(img.affine))
+            except Exception as exc:  # nibabel raises many types for a broken file; each is a finding
+                out.append(Problem("nifti", rel, f"header not readable ({type(exc).__name__}: {str(exc)[:120]})"))
+                continue
+            if expected and axcodes != expected:
+                out.append(Problem("orientation", rel, f"orientation {axcodes}, profile {profile} expects {expected} for {view}"))
+            if kind == "image" and ref is None:
+                ref = (img.shape[:3], img.affine)
+            elif ref is not None and (img.shape[:3] != ref[0] or not np.allclose(img.affine, ref[1], atol=1e-3)):
+                out.append(Problem("nifti", rel, f"grid {img.shape[:3]} differs from phase 0 {ref[0]} (shape or affine)"))
+            if phi:
+                out.extend(Problem("phi", f"{h.file} {h.where}", h.what) for h in scan_nifti(path, rel, hdr, phi_values))
+    return out
+
+
+def check_metadata(root: Path, df: pd.DataFrame | None) -> list[Problem]:
+    """provenance.json and croissant.json parse; Croissant checksums match; QC rows name table cases."""
+    out: list[Problem] = []
+    for name in ("provenance.json", "croissant.json"):
+        path = root / name
+        if not path.exists():
+            continue  # reported by the file check
+        try:
+            doc = json.loads(path.read_text())
+        except ValueError as exc:
+            out.append(Problem("metadata", name, f"not valid JSON: {exc}"))
+            continue
+        if name == "croissant.json":
+            for item in doc.get("distribution") or []:
+                rel, digest = item.get("contentUrl"), item.get("sha256")
+                if rel and digest and (root / rel).exists() and sha256_file(root / rel) != digest:
+                    out.append(Problem("metadata", name, f"sha256 of {rel} does not match the file"))
+    qc_path = root / "segmentation_qc.parquet"
+    if qc_path.exists() and df is not None:
+        try:
+            ids = set(pd.read_parquet(qc_path, columns=["patient_id"])["patient_id"].astype(str))
+        except (OSError, ValueError, KeyError) as exc:
+            out.append(Problem("metadata", "segmentation_qc.parquet", f"unreadable: {str(exc)[:120]}"))
+        else:
+            for pid in sorted(ids - set(df["patient_id"].astype(str))):
+                out.append(Problem("metadata", f"segmentation_qc.parquet ({pid})", "QC row for a case not in the table"))
+    return out
+
+
+def check_phi(root: Path, phi_values: dict[str, str] | None = None) -> list[Problem]:
+    """Every non-NIfTI file (NIfTI headers are scanned with the orientation check)."""
+    from etl.release.phi import scan_file
+
+    out = []
+    for rel in release_files(root):
+        if rel.endswith((".nii", ".nii.gz")):
+            continue
+        out.extend(Problem("phi", f"{h.file} {h.where}", h.what) for h in scan_file(root / rel, rel, phi_values))
+    return out
+
+
+def verify_release(path: str | Path, *, checksums: bool = True, phi: bool = True,
+                   phi_values: dict[str, str] | None = None) -> list[Problem]:
+    """All problems of a release directory; an empty list means it verifies.
+
+    ``phi_values`` (value -> DICOM attribute, e.g. from ``etl.release.phi.source_values(dicom_dir)``) adds a
+    literal search for the source's own identifying values.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        return [Problem("files", str(root), "not a directory")]
+    if not (root / TABLE).exists() and not (root / MANIFEST).exists():
+        return [Problem("files", str(root), "not a release (no clinical_and_imaging_info.parquet, no SHA256SUMS)")]
+    definition = _definition(root)
+    profile = str(definition.get("profile") or "mama-mia-v1")
+    problems: list[Problem] = []
+    if profile not in PROFILES:
+        problems.append(Problem("orientation", "provenance.json", f"unknown orientation profile {profile!r}"))
+    layout = _layout(root, definition)
+    if checksums:
+        problems += check_checksums(root)
+    df, table_problems = check_table(root)
+    problems += table_problems
+    if df is not None:
+        problems += check_splits(root, df)
+        problems += check_files(root, layout, df)
+        problems += check_niftis(root, layout, df, profile, phi, phi_values)
+    problems += check_metadata(root, df)
+    if phi:
+        problems += check_phi(root, phi_values)
+    for check in sorted({p.check for p in problems}):
+        problems = _cap(problems, check)
+    return problems
+
+
+def problems_json(problems: list[Problem]) -> str:
+    return json.dumps({"valid": not problems, "n_problems": len(problems),
+                       "problems": [p.to_dict() for p in problems]}, indent=2) + "\n"
+
