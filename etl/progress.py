@@ -27,10 +27,11 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
     for n, item in enumerate(items, 1):
         yield item
         now = time.monotonic()
-        if now - last >= 5 or n == total:
+        # a line every 5 s, and a closing one for work that took long enough to wonder about
+        if now - last >= 5 or (n == total and now - start >= 1):
             log.info("%s: %d/%s done (%.1f s)", description, n, total if total is not None else "?", now - start)
             last = now
-    if n != total:
+    if n != total and time.monotonic() - start >= 1:
         log.info("%s: %d done (%.1f s)", description, n, time.monotonic() - start)
 
 

@@ -46,3 +46,14 @@ def test_swap_killed_between_renames_is_recovered(tmp_path):
             raise RuntimeError("fails")
     assert (target / "a").read_text() == "previous"
     assert not old.exists()
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from etl.atomic import FILE_MODE
+
+    target = write_text(tmp_path / "shared.txt", "x")
+    assert stat.S_IMODE(os.stat(target).st_mode) == FILE_MODE
+    assert FILE_MODE & 0o044  # readable by group/others under the usual umask
