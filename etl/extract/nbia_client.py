@@ -1,0 +1,152 @@
+"""tcia_utils.nbia, pointed at a chosen NBIA base URL and given timeouts and honest errors.
+
+tcia_utils builds every URL through ``nbia.setApiUrl`` (which only knows the public hosts) and calls the
+module-level ``requests.get/post`` without a timeout; it logs HTTP errors and returns ``None`` (metadata)
+or counts a failed series and returns normally (``downloadSeries``). ``patched_nbia`` replaces exactly
+those two names inside ``tcia_utils.nbia`` for the duration of a run:
+
+* ``setApiUrl`` returns our base URL (a mirror, or a loopback stand-in in tests);
+* ``requests`` becomes a ``Transport`` that adds a per-request timeout and turns timeouts, resets and HTTP
+  errors into ``TransientError`` / ``PermanentError``. Metadata calls let those propagate; where
+  tcia_utils swallows them (``downloadSeries``), the transport remembers the failure per series so the
+  caller can still report the real reason.
+
+The HTTP itself is still done by tcia_utils' own functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+from etl.extract.retry import PermanentError, TransientError
+
+log = logging.getLogger("etl.extract.nbia")
+
+# What tcia_utils' own setApiUrl("getSeries", "nbia") returns: the public NBIA v4 REST endpoint.
+DEFAULT_API_URL = "https://nbia.cancerimagingarchive.net/nbia-api/services/v4/"
+
+_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+_patch_lock = threading.Lock()
+
+
+def normalize_api_url(url: str) -> str:
+    url = url.strip()
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"NBIA API URL must start with http:// or https://: {url!r}")
+    return url if url.endswith("/") else url + "/"
+
+
+class Transport:
+    """Stands in for the ``requests`` module inside ``tcia_utils.nbia`` (get, post, exceptions)."""
+
+    exceptions = requests.exceptions
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._local = threading.local()
+        self._failures: dict[str, Exception] = {}
+        self._lock = threading.Lock()
+        self.requests_made = 0
+
+    def _session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = requests.Session()
+            self._local.session = s
+        return s
+
+    def get(self, url: str, params: dict[str, Any] | None = None, **kw: Any) -> requests.Response:
+        return self._call("GET", url, params=params, **kw)
+
+    def post(self, url: str, data: Any = None, **kw: Any) -> requests.Response:
+        return self._call("POST", url, data=data, **kw)
+
+    def _call(self, method: str, url: str, **kw: Any) -> requests.Response:
+        kw.pop("timeout", None)
+        endpoint = urlsplit(url).path.rsplit("/", 1)[-1]
+        key = _series_key(url, kw)
+        where = f"NBIA {endpoint}" + (f" series {key}" if key else "")
+        with self._lock:
+            self.requests_made += 1
+        err: Exception
+        try:
+            resp = self._session().request(method, url, timeout=self.timeout, **kw)
+        except requests.Timeout:
+            err = TransientError(f"no answer within {self.timeout:g} s (timeout)", where)
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            err = TransientError(f"connection failed: {_short(exc)}", where)
+        except requests.RequestException as exc:
+            err = PermanentError(f"request failed: {_short(exc)}", where)
+        else:
+            if resp.status_code < 400:
+                return resp
+            reason = f"HTTP {resp.status_code} {resp.reason or ''}".strip()
+            err = (TransientError if resp.status_code in _RETRY_STATUS else PermanentError)(reason, where)
+        if key:
+            with self._lock:
+                self._failures[key] = err
+        raise err
+
+    def take_failure(self, series_uid: str) -> Exception | None:
+        """The error the last request about this series raised inside tcia_utils, if any (then forgotten)."""
+        with self._lock:
+            return self._failures.pop(series_uid, None)
+
+
+def _series_key(url: str, kw: dict[str, Any]) -> str:
+    params = kw.get("params") or {}
+    if isinstance(params, dict) and params.get("SeriesInstanceUID"):
+        return str(params["SeriesInstanceUID"])
+    q = parse_qs(urlsplit(url).query)
+    return q.get("SeriesInstanceUID", [""])[0]
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    # urllib3 nests the useful part deep inside; keep the innermost reason readable
+    for marker in ("IncompleteRead", "Connection broken", "Connection reset", "Connection refused", "RemoteDisconnected"):
+        if marker in text:
+            return marker + (": " + text.split(marker, 1)[1].strip(" :'\")(")[:80] if marker == "IncompleteRead" else "")
+    return text[:160]
+
+
+@contextlib.contextmanager
+def patched_nbia(api_url: str, timeout: float) -> Iterator[tuple[Any, Transport]]:
+    """Yield ``(tcia_utils.nbia, transport)`` with the base URL and transport installed.
+
+    Only one patched session may be active per process at a time (the patch is module-global).
+    """
+    base = normalize_api_url(api_url)
+    if not _patch_lock.acquire(blocking=False):
+        raise RuntimeError("another NBIA extraction is already running in this process")
+    try:
+        from tcia_utils import nbia
+
+        transport = Transport(timeout)
+        saved = (nbia.setApiUrl, nbia.requests)
+        tcia_log = logging.getLogger("tcia_utils.nbia")
+        saved_level = tcia_log.level
+        # tcia_utils logs every failure it swallows at ERROR; we retry those and report the final outcome
+        # ourselves, so its log is only useful when debugging (-v).
+        if logging.getLogger("tcia_utils").getEffectiveLevel() > logging.DEBUG:
+            tcia_log.setLevel(logging.CRITICAL + 1)
+
+        def set_api_url(endpoint: str, api_url: str = "nbia") -> str:  # same signature as tcia_utils
+            return base
+
+        nbia.setApiUrl = set_api_url
+        nbia.requests = transport
+        try:
+            yield nbia, transport
+        finally:
+            nbia.setApiUrl, nbia.requests = saved
+            tcia_log.setLevel(saved_level)
+    finally:
+        _patch_lock.release()

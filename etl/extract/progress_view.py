@@ -1,0 +1,83 @@
+"""Progress for a download run: an overall bar plus one line per item in flight.
+
+On a terminal this is a rich display (overall bar, a spinner row per series/file being fetched); in CI
+and log files every finished item is one plain log line and the overall count is logged every few seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from types import TracebackType
+
+log = logging.getLogger("etl.extract")
+
+
+class RunProgress:
+    def __init__(self, description: str, total: int) -> None:
+        self.description = description
+        self.total = total
+        self.done = 0
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+        self._last_log = 0.0
+        self._rich = None
+        self._overall = None
+        self._rows: dict[str, object] = {}
+
+    def __enter__(self) -> RunProgress:
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._rich = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), console=Console(stderr=True), transient=False,
+            )  # fmt: skip
+            self._rich.start()
+            self._overall = self._rich.add_task(self.description, total=self.total)
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+        log.info("%s: %d/%d done (%.1f s)", self.description, self.done, self.total, time.monotonic() - self._start)
+
+    def started(self, key: str, label: str, total: int | None = None) -> None:
+        """An item (series, file) started; ``total`` is its own step count if it has one."""
+        if self._rich is not None:
+            with self._lock:
+                self._rows[key] = self._rich.add_task(f"  {label}", total=total)
+
+    def step(self, key: str, n: int = 1) -> None:
+        if self._rich is not None and key in self._rows:
+            self._rich.advance(self._rows[key], n)  # type: ignore[arg-type]
+
+    def finished(self, key: str, message: str, failed: bool = False, quiet: bool = False) -> None:
+        """An item ended (fetched, cached or failed): log it and advance the overall count.
+
+        ``quiet`` items (nothing happened: already cached, lookup fine) are logged at DEBUG so that a rerun
+        over thousands of finished series does not bury the few lines that matter.
+        """
+        log.log(logging.WARNING if failed else logging.DEBUG if quiet else logging.INFO, "%s", message)
+        with self._lock:
+            self.done += 1
+            row = self._rows.pop(key, None)
+            now = time.monotonic()
+            periodic = now - self._last_log >= 5
+            if periodic:
+                self._last_log = now
+        if self._rich is not None:
+            if row is not None:
+                self._rich.remove_task(row)  # type: ignore[arg-type]
+            self._rich.advance(self._overall, 1)  # type: ignore[arg-type]
+        elif periodic and self.done < self.total:
+            log.info("%s: %d/%d done (%.1f s)", self.description, self.done, self.total, now - self._start)
+
+    def add_total(self, n: int) -> None:
+        with self._lock:
+            self.total += n
+        if self._rich is not None:
+            self._rich.update(self._overall, total=self.total)  # type: ignore[arg-type]

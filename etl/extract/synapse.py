@@ -1,0 +1,464 @@
+"""Download a Synapse folder tree (e.g. the MAMA-MIA project) into the verified cache with synapseclient.
+
+The tree is walked with ``syn.getChildren`` (POST ``/entity/children``, paged); each file's metadata comes
+from its entity bundle (``syn.restPOST(.../bundle2)``) and its bytes from ``syn.get(id, version=..,
+downloadLocation=<scratch>)`` (file handle batch -> pre-signed URL -> GET with Range resume). What this
+module adds to the client:
+
+* md5 enforced: a mismatch is an error and the file is not kept (``syncFromSynapse`` only logs it);
+* resume: a file whose (id, version) is in the ledger with its object on disk is skipped; a file whose
+  md5 and size match an object already in the cache is linked without downloading;
+* relative paths kept and checked (an entity name with ``/`` or ``..`` is refused);
+* bounded retries (the client's defaults add up to tens of minutes) and per-request timeouts;
+* the access token (``SYNAPSE_AUTH_TOKEN`` or the user's ``~/.synapseConfig``) is never printed, logged
+  or stored: every message that leaves this module is scrubbed, and a log filter redacts it too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from etl.errors import ConfigError, EtlError, ExtractError
+from etl.extract.cache import Cache, SynapseRecord
+from etl.extract.progress_view import RunProgress
+from etl.extract.retry import PermanentError, RetryPolicy, TransientError, call_with_retry
+
+log = logging.getLogger("etl.extract.synapse")
+
+DEFAULT_ENDPOINT = "https://repo-prod.prod.sagebase.org"
+MAMA_MIA_DATASET = "syn60868042"
+MAMA_MIA_NNUNET_WEIGHTS = "syn61247992"
+TOKEN_ENV = "SYNAPSE_AUTH_TOKEN"
+FILE_TYPE = "org.sagebionetworks.repo.model.FileEntity"
+CONTAINER_TYPES = ("org.sagebionetworks.repo.model.Folder", "org.sagebionetworks.repo.model.Project")
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    syn_id: str
+    version: int
+    relpath: str
+
+
+@dataclass
+class FileOutcome:
+    syn_id: str
+    relpath: str
+    status: str  # fetched | cached | linked | failed
+    reason: str = ""
+    bytes: int = 0
+    seconds: float = 0.0
+    attempts: int = 0
+
+
+@dataclass
+class SynapseResult:
+    root_id: str
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    walk_failures: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> list[FileOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.walk_failures
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def fetched_bytes(self) -> int:
+        return sum(o.bytes for o in self.outcomes if o.status == "fetched")
+
+    def failure_lines(self) -> list[str]:
+        return [f"{where}: {why}" for where, why in self.walk_failures] + [
+            f"{o.syn_id} {o.relpath}: {o.reason}" for o in self.failed
+        ]
+
+
+# ---------------------------------------------------------------------- secrets
+class _Redactor(logging.Filter):
+    def __init__(self, secrets_: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets_ if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        clean = scrub(msg, self.secrets)
+        if clean != msg:
+            record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = scrub(str(record.exc_info[1]), self.secrets)
+            if text != str(record.exc_info[1]):
+                record.exc_info = None
+                record.exc_text = None
+                record.msg = f"{record.msg} ({text})"
+        return True
+
+
+MIN_SECRET_LEN = 8  # real Synapse tokens are long JWTs; replacing a 1-char "token" would mangle every message
+
+
+def scrub(text: str, secrets_: list[str]) -> str:
+    for s in secrets_:
+        if s and len(s) >= MIN_SECRET_LEN:
+            text = text.replace(s, "***")
+    return text
+
+
+_CLIENT_LOGGERS = ("synapseclient", "synapseclient_default", "synapseclient_debug", "synapseclient_silent")
+
+
+@contextlib.contextmanager
+def _redacting(secrets_: list[str]) -> Iterator[None]:
+    """Redact the secrets from every log record any handler emits while active; quiet the client's chatter.
+
+    synapseclient logs through its own loggers with their own stdout/stderr handlers, so the filter goes on
+    every handler that exists, not only on the root logger's.
+    """
+    import synapseclient  # noqa: F401 - its import runs logging.config.dictConfig; do that before adjusting
+
+    filt = _Redactor(secrets_)
+    handlers: set[logging.Handler] = set(logging.getLogger().handlers)
+    for lg in list(logging.root.manager.loggerDict.values()):
+        if isinstance(lg, logging.Logger):
+            handlers.update(lg.handlers)
+    for h in handlers:
+        h.addFilter(filt)
+    # the client also attaches tqdm handlers to its logger while a download runs; filter at the loggers too
+    client_loggers = [logging.getLogger(n) for n in _CLIENT_LOGGERS]
+    for lg in client_loggers:
+        lg.addFilter(filt)
+    quiet = client_loggers
+    saved = [lg.level for lg in quiet]
+    if not logging.getLogger("synapseclient").isEnabledFor(logging.DEBUG):
+        for lg in quiet:
+            lg.setLevel(logging.WARNING)  # per-file "Downloaded to ..." lines reach stdout via tqdm otherwise
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(filt)
+        for lg in client_loggers:
+            lg.removeFilter(filt)
+        for lg, lvl in zip(quiet, saved):
+            lg.setLevel(lvl)
+
+
+@contextlib.contextmanager
+def _short_client_retries(policy: RetryPolicy) -> Iterator[None]:
+    """Bound synapseclient's own REST/download retries (its defaults retry for up to ~30 minutes)."""
+    from synapseclient import client as sc
+    from synapseclient.core.download import download_functions as df
+
+    saved = (dict(sc.STANDARD_RETRY_PARAMS), dict(df.STANDARD_RETRY_PARAMS), dict(sc.STANDARD_RETRY_ASYNC_PARAMS))
+    sync = {"retries": max(0, policy.attempts - 1), "wait": policy.base_delay, "max_wait": policy.max_delay,
+            "back_off": policy.factor}  # fmt: skip
+    sc.STANDARD_RETRY_PARAMS.update(sync)
+    df.STANDARD_RETRY_PARAMS.update(sync)
+    sc.STANDARD_RETRY_ASYNC_PARAMS.update(
+        retry_base_wait=policy.base_delay, retry_max_back_off=policy.max_delay,
+        retry_max_wait_before_failure=max(policy.max_delay * policy.attempts, policy.timeout * 2),
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        for live, old in zip((sc.STANDARD_RETRY_PARAMS, df.STANDARD_RETRY_PARAMS, sc.STANDARD_RETRY_ASYNC_PARAMS), saved):
+            live.clear()
+            live.update(old)
+
+
+class _TimeoutSession(requests.Session):
+    """requests.Session whose requests time out unless told otherwise (the client's file GET sets none)."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kw: Any) -> requests.Response:  # type: ignore[override]
+        if kw.get("timeout") is None:
+            kw["timeout"] = self._timeout
+        return super().request(method, url, *args, **kw)
+
+
+# ---------------------------------------------------------------------- client
+def _endpoints(endpoint: str) -> dict[str, str]:
+    base = endpoint.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise ConfigError("Synapse endpoint must start with http:// or https://", endpoint)
+    for suffix in ("/repo/v1", "/auth/v1", "/file/v1"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+    return {"repoEndpoint": f"{base}/repo/v1", "authEndpoint": f"{base}/auth/v1", "fileHandleEndpoint": f"{base}/file/v1"}
+
+
+def classify(exc: BaseException, where: str, secrets_: list[str]) -> EtlError:
+    """Map a synapseclient / transport exception onto Transient/Permanent, scrubbed of secrets."""
+    from synapseclient.core import exceptions as sx
+
+    text = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, secrets_)[:300]
+    if isinstance(exc, EtlError):
+        return exc
+    if isinstance(exc, sx.SynapseMd5MismatchError):
+        return TransientError("md5 mismatch: the downloaded bytes differ from the file handle's md5", where)
+    status = None
+    link: BaseException | None = exc
+    while link is not None and status is None:  # the client often wraps the HTTP error it got
+        resp = getattr(link, "response", None)
+        status = getattr(resp, "status_code", None) if resp is not None else None
+        link = link.__cause__ or link.__context__
+    if isinstance(exc, (sx.SynapseAuthenticationError, sx.SynapseNoCredentialsError)) or status in (401, 403):
+        return PermanentError(f"Synapse refused the credentials ({status or 'auth'}): check {TOKEN_ENV}", where)
+    if status == 404 or isinstance(exc, sx.SynapseFileNotFoundError):
+        return PermanentError(f"not found on Synapse: {text}", where)
+    if status is not None and (status >= 500 or status == 429):
+        return TransientError(f"HTTP {status} from Synapse", where)
+    if isinstance(exc, (requests.Timeout, TimeoutError)) or "timed out" in text.lower() or "timeout" in type(exc).__name__.lower():
+        return TransientError("timed out", where)
+    if isinstance(exc, (requests.ConnectionError, ConnectionError, OSError)) or "Connection" in type(exc).__name__:
+        for reason in ("Connection refused", "Connection reset", "Connection broken", "Name or service not known",
+                       "RemoteDisconnected", "IncompleteRead"):  # fmt: skip
+            if reason in text:
+                return TransientError(f"connection failed: {reason}", where)
+        return TransientError(f"connection failed: {text}", where)
+    if isinstance(exc, sx.SynapseHTTPError):
+        return PermanentError(f"Synapse error: {text}", where)
+    return TransientError(f"{type(exc).__name__}: {text}", where)
+
+
+class SynapseExtractor:
+    def __init__(
+        self,
+        cache: Cache,
+        endpoint: str,
+        policy: RetryPolicy,
+        config_path: str | None = None,
+        token: str | None = None,
+    ) -> None:
+        self.cache = cache
+        self.endpoint = endpoint.rstrip("/")
+        self.policy = policy
+        self.config_path = config_path
+        self._token = token if token is not None else os.environ.get(TOKEN_ENV)
+        self.secrets: list[str] = [self._token] if self._token else []
+        self._local = threading.local()
+        self._clients: list[Any] = []
+        self._lock = threading.Lock()
+
+    def client(self) -> Any:
+        """One logged-in synapseclient per worker thread (the client is not thread-safe)."""
+        syn = getattr(self._local, "syn", None)
+        if syn is not None:
+            return syn
+        import synapseclient
+
+        kwargs: dict[str, Any] = dict(
+            **_endpoints(self.endpoint), skip_checks=True, silent=True, cache_client=False,
+            cache_root_dir=str(self.cache.root / "synapseclient-cache"),
+            requests_session=_TimeoutSession(self.policy.timeout),
+            http_timeout_seconds=max(1, int(round(self.policy.timeout))),
+        )  # fmt: skip
+        if self.config_path is not None:
+            kwargs["configPath"] = self.config_path
+        syn = synapseclient.Synapse(**kwargs)
+
+        def login() -> None:
+            try:
+                syn.login(authToken=self._token, silent=True)
+            except Exception as exc:  # the client raises many types; classify names the fault
+                raise classify(exc, f"login at {self.endpoint}", self.secrets) from None
+
+        call_with_retry(login, self.policy, "Synapse login")
+        secret = getattr(syn.credentials, "secret", None)
+        if secret and secret not in self.secrets:
+            self.secrets.append(secret)  # a token found in the user's config file
+        self._local.syn = syn
+        with self._lock:
+            self._clients.append(syn)
+        return syn
+
+    # ------------------------------------------------------------------ walk
+    def walk(self, root_id: str, include: list[str]) -> tuple[list[RemoteFile], list[tuple[str, str]]]:
+        syn = self.client()
+        failures: list[tuple[str, str]] = []
+        root = self._rest(lambda: syn.restGET(f"/entity/{root_id}"), root_id)
+        if root.get("concreteType") == FILE_TYPE:
+            return [RemoteFile(root_id, int(root.get("versionNumber") or 1), _safe_name(root["name"], root_id))], failures
+        files: list[RemoteFile] = []
+        stack: list[tuple[str, str]] = [(root_id, "")]
+        while stack:
+            parent, prefix = stack.pop()
+            try:
+                kids = self._rest(lambda p=parent: list(syn.getChildren(p, includeTypes=["folder", "file"])), parent)
+            except EtlError as exc:
+                failures.append((f"{parent} {prefix or '.'}", exc.what))
+                continue
+            for k in kids:
+                try:
+                    name = _safe_name(k["name"], k["id"])
+                except EtlError as exc:
+                    failures.append((f"{k['id']} {prefix}{k['name']}", exc.what))
+                    continue
+                rel = f"{prefix}{name}"
+                if k.get("type") in CONTAINER_TYPES:
+                    stack.append((k["id"], rel + "/"))
+                elif k.get("type") == FILE_TYPE:
+                    if not include or any(fnmatch.fnmatch(rel, g) for g in include):
+                        files.append(RemoteFile(k["id"], int(k.get("versionNumber") or 1), rel))
+        return sorted(files, key=lambda f: f.relpath), failures
+
+    def _rest(self, fn: Any, where: str) -> Any:
+        def once() -> Any:
+            try:
+                return fn()
+            except Exception as exc:  # the client raises many types; classify names the fault
+                raise classify(exc, where, self.secrets) from None
+
+        return call_with_retry(once, self.policy, f"Synapse {where}")
+
+    # ------------------------------------------------------------------ files
+    def fetch(self, f: RemoteFile, root_id: str) -> FileOutcome:
+        out = FileOutcome(f.syn_id, f.relpath, "cached")
+        start = time.monotonic()
+        done = self.cache.synapse_done(f.syn_id, f.version)
+        if done is not None:
+            out.bytes = done.size
+            if done.relpath != f.relpath or done.root_id != root_id:
+                self.cache.record_synapse(SynapseRecord(**{**done.__dict__, "relpath": f.relpath, "root_id": root_id,
+                                                            "completed_at": ""}))  # fmt: skip
+            return out
+        attempts = 0
+
+        def once() -> tuple[str, int]:
+            nonlocal attempts
+            attempts += 1
+            return self._download_once(f, root_id)
+
+        try:
+            out.status, out.bytes = call_with_retry(once, self.policy, f"{f.syn_id} {f.relpath}")
+        except EtlError as exc:
+            out.status, out.reason = "failed", scrub(exc.what, self.secrets)
+        out.attempts = attempts
+        out.seconds = time.monotonic() - start
+        return out
+
+    def _download_once(self, f: RemoteFile, root_id: str) -> tuple[str, int]:
+        syn = self.client()
+        where = f"{f.syn_id} {f.relpath}"
+        body = json.dumps({"includeEntity": True, "includeFileHandles": True})
+        try:
+            bundle = syn.restPOST(f"/entity/{f.syn_id}/version/{f.version}/bundle2", body=body)
+        except Exception as exc:  # the client raises many types; classify names the fault
+            raise classify(exc, where, self.secrets) from None
+        handle_id = bundle["entity"].get("dataFileHandleId")
+        fh = next((h for h in bundle.get("fileHandles", []) if h.get("id") == handle_id), None)
+        if fh is None:
+            raise PermanentError("no download permission (no file handle in the entity bundle)", where)
+        md5, size = (fh.get("contentMd5") or "").lower(), int(fh.get("contentSize") or 0)
+        if not md5:
+            raise PermanentError("Synapse reports no md5 for this file; refusing an unverifiable download", where)
+        have = self.cache.find_by_md5(md5, size)
+        if have is not None:
+            self._record(f, root_id, have.sha256, have.size, have.md5)
+            return "linked", have.size
+        with self.cache.scratch(f.syn_id) as tmp:
+            try:
+                ent = syn.get(f.syn_id, version=f.version, downloadLocation=str(tmp), ifcollision="overwrite.local")
+            except Exception as exc:  # the client raises many types; classify names the fault
+                raise classify(exc, where, self.secrets) from None
+            path = getattr(ent, "path", None)
+            if not path or not os.path.isfile(path):
+                raise TransientError("the client reported no downloaded file", where)
+            try:
+                stored = self.cache.put_file(path, expect_md5=md5, where=where)
+            except ExtractError as exc:  # md5 mismatch: the file is already deleted
+                raise TransientError(exc.what, where) from None
+        if stored.size != size:
+            raise TransientError(f"size {stored.size} differs from the file handle's {size}", where)
+        self._record(f, root_id, stored.sha256, stored.size, stored.md5)
+        return "fetched", stored.size
+
+    def _record(self, f: RemoteFile, root_id: str, sha: str, size: int, md5: str) -> None:
+        self.cache.record_synapse(SynapseRecord(f.syn_id, f.version, root_id, f.relpath, sha, size, md5, self.endpoint))
+
+    def close(self) -> None:
+        for syn in self._clients:
+            with contextlib.suppress(Exception):
+                syn._requests_session.close()
+                syn._requests_session_storage.close()
+
+
+def _safe_name(name: str, syn_id: str) -> str:
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise PermanentError(f"unsafe entity name {name!r} (would escape the download folder)", syn_id)
+    return name
+
+
+def _fetch_with_progress(ex: SynapseExtractor, f: RemoteFile, root_id: str, prog: RunProgress) -> FileOutcome:
+    prog.started(f.syn_id, f.relpath)  # in the worker: a display row only while the file is in flight
+    return ex.fetch(f, root_id)
+
+
+def extract_synapse(
+    entity: str,
+    cache_dir: str | os.PathLike[str],
+    endpoint: str = DEFAULT_ENDPOINT,
+    include: list[str] | None = None,
+    jobs: int = 2,
+    policy: RetryPolicy | None = None,
+    config_path: str | None = None,
+    token: str | None = None,
+) -> SynapseResult:
+    """Fetch every file under ``entity`` (optionally only relative paths matching ``include`` globs)."""
+    import re
+
+    if not re.fullmatch(r"syn\d+", entity.strip()):
+        raise ConfigError(f"not a Synapse id: {entity!r}", "--entity")
+    entity = entity.strip()
+    policy = policy or RetryPolicy()
+    include = list(include or [])
+    cache = Cache(cache_dir)
+    result = SynapseResult(entity)
+    start = time.monotonic()
+    ex = SynapseExtractor(cache, endpoint, policy, config_path=config_path, token=token)
+    with cache.exclusive("extract synapse"), _redacting(ex.secrets), _short_client_retries(policy):
+        try:
+            if n := cache.clear_tmp():
+                log.info("removed %d unfinished download(s) left by an earlier run", n)
+            files, result.walk_failures = ex.walk(entity, include)
+            log.info("%s: %d file(s) to check%s", entity, len(files), f" matching {include}" if include else "")
+            with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool, RunProgress("Synapse files", len(files)) as prog:
+                futs = {}
+                for f in files:
+                    futs[pool.submit(_fetch_with_progress, ex, f, entity, prog)] = f
+                for fut in as_completed(futs):
+                    o = fut.result()
+                    result.outcomes.append(o)
+                    if o.status == "failed":
+                        prog.finished(o.syn_id, f"{o.syn_id} {o.relpath}: FAILED: {o.reason}", failed=True)
+                    else:
+                        prog.finished(o.syn_id, f"{o.syn_id} {o.relpath}: {o.status}, {o.bytes / 1e6:.2f} MB"
+                                      + (f" in {o.seconds:.2f} s" if o.status == "fetched" else ""),
+                                      quiet=o.status == "cached")  # fmt: skip
+        except EtlError as exc:
+            raise type(exc)(scrub(exc.what, ex.secrets), exc.where) from None
+        finally:
+            ex.close()
+    result.outcomes.sort(key=lambda o: o.relpath)
+    result.seconds = time.monotonic() - start
+    return result

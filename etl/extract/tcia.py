@@ -1,0 +1,347 @@
+"""Download the manifest's DICOM series from NBIA (TCIA) into the verified cache.
+
+Per case: ``nbia.getSeries(Collection, PatientID, Modality)`` lists the series (a Duke case has one series
+per DCE phase, so by default all of them are fetched; ``series_only`` fetches just the manifest's
+``tcia_series_uid``). Per series: ``nbia.downloadSeries(..., as_zip=True)`` fetches the zip from
+``getImageWithMD5Hash`` (or ``getImage?NewFileNames=Yes``), the archive is checked as a whole
+(``zipcheck``), its DICOM files are stored by content and the series is entered in the ledger in one
+transaction. A series already in the ledger with all its objects on disk is not fetched again; one that
+was interrupted has no ledger row and is redone. Every failure is collected and reported at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from etl.errors import EtlError
+from etl.extract.cache import Cache, SeriesFile, SeriesRecord
+from etl.extract.manifest import ManifestCase, cases_to_fetch
+from etl.extract.nbia_client import DEFAULT_API_URL, Transport, normalize_api_url, patched_nbia
+from etl.extract.progress_view import RunProgress
+from etl.extract.retry import PermanentError, RetryPolicy, TransientError, call_with_retry
+from etl.extract.zipcheck import check_series_zip, extract_member
+
+log = logging.getLogger("etl.extract.tcia")
+
+
+@dataclass(frozen=True)
+class SeriesTask:
+    case: ManifestCase
+    series_uid: str
+    meta: dict[str, Any]
+
+
+@dataclass
+class SeriesOutcome:
+    patient_id: str
+    series_uid: str
+    status: str  # fetched | cached | failed
+    reason: str = ""
+    files: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    attempts: int = 0
+
+
+@dataclass
+class TciaResult:
+    outcomes: list[SeriesOutcome] = field(default_factory=list)
+    excluded: dict[str, str] = field(default_factory=dict)
+    lookup_failures: list[tuple[str, str]] = field(default_factory=list)  # (patient_id, reason)
+    seconds: float = 0.0
+    requests: int = 0
+
+    @property
+    def failed(self) -> list[SeriesOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.lookup_failures
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def fetched_bytes(self) -> int:
+        return sum(o.bytes for o in self.outcomes if o.status == "fetched")
+
+    def failure_lines(self) -> list[str]:
+        lines = [f"{pid}: series lookup failed: {why}" for pid, why in self.lookup_failures]
+        lines += [f"{o.patient_id} series {o.series_uid}: {o.reason}" for o in self.failed]
+        return lines
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(float(v))
+    except (TypeError, ValueError):
+        return None
+
+
+def _str(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v)
+
+
+class TciaExtractor:
+    """One extraction run; use ``extract_tcia`` unless you need the pieces."""
+
+    def __init__(
+        self,
+        cache: Cache,
+        nbia: Any,
+        transport: Transport,
+        api_url: str,
+        policy: RetryPolicy,
+        md5: bool = True,
+        modality: str = "MR",
+        sleep: Any = time.sleep,
+    ) -> None:
+        self.cache = cache
+        self.nbia = nbia
+        self.transport = transport
+        self.api_url = api_url
+        self.policy = policy
+        self.md5 = md5
+        self.modality = modality
+        self.sleep = sleep
+
+    # ---------------------------------------------------------------- lookup
+    def lookup(self, case: ManifestCase, series_only: bool) -> list[SeriesTask]:
+        """The series to fetch for one case, with NBIA's metadata (ImageCount...)."""
+        if series_only:
+            if not case.tcia_series_uid:
+                raise PermanentError("manifest row has no tcia_series_uid (needed with --series-only)", case.patient_id)
+            rows = self._get_series(series_uid=case.tcia_series_uid)
+            rows = [r for r in rows if r.get("SeriesInstanceUID") == case.tcia_series_uid]
+            if not rows:
+                raise PermanentError(f"NBIA does not list series {case.tcia_series_uid}", case.patient_id)
+        else:
+            rows = self._get_series(collection=case.tcia_collection, patient=case.tcia_patient_id)
+            if not rows:
+                raise PermanentError(
+                    f"NBIA lists no {self.modality or 'any'} series for patient {case.tcia_patient_id} "
+                    f"in {case.tcia_collection}",
+                    case.patient_id,
+                )
+            if case.tcia_series_uid and case.tcia_series_uid not in {r.get("SeriesInstanceUID") for r in rows}:
+                log.warning("%s: manifest series %s is not among NBIA's series for the patient",
+                            case.patient_id, case.tcia_series_uid)  # fmt: skip
+        tasks = [SeriesTask(case, str(r["SeriesInstanceUID"]), r) for r in rows if r.get("SeriesInstanceUID")]
+        return sorted(tasks, key=lambda t: (_int(t.meta.get("SeriesNumber")) or 0, t.series_uid))
+
+    def _get_series(self, collection: str = "", patient: str = "", series_uid: str = "") -> list[dict[str, Any]]:
+        def once() -> list[dict[str, Any]]:
+            data = self.nbia.getSeries(
+                collection=collection, patientId=patient, seriesUid=series_uid, modality=self.modality, format=""
+            )
+            if data is None:  # tcia_utils returns None for an empty answer (errors raise through Transport)
+                return []
+            if not isinstance(data, list):
+                raise TransientError(f"unexpected getSeries answer of type {type(data).__name__}", "NBIA getSeries")
+            return data
+
+        return call_with_retry(once, self.policy, f"getSeries {collection or ''} {patient or series_uid}", self.sleep)
+
+    def _image_count(self, task: SeriesTask) -> int | None:
+        n = _int(task.meta.get("ImageCount"))
+        if n is not None:
+            return n
+        size = call_with_retry(
+            lambda: self.nbia.getSeriesSize(task.series_uid, format=""), self.policy, f"getSeriesSize {task.series_uid}",
+            self.sleep,
+        )  # fmt: skip
+        if isinstance(size, list) and size:
+            return _int(size[0].get("ObjectCount"))
+        return None
+
+    # ---------------------------------------------------------------- download
+    def fetch(self, task: SeriesTask, progress: RunProgress | None = None) -> SeriesOutcome:
+        uid = task.series_uid
+        out = SeriesOutcome(task.case.patient_id, uid, "cached")
+        start = time.monotonic()
+        done = self.cache.series_done(uid)
+        if done is not None:
+            out.files, out.bytes = done.n_files, done.bytes
+            return out
+        attempts = 0
+
+        def once() -> tuple[int, int]:
+            nonlocal attempts
+            attempts += 1
+            return self._download_once(task)
+
+        try:
+            image_count = self._image_count(task)
+            task = SeriesTask(task.case, uid, {**task.meta, "ImageCount": image_count})
+            out.files, out.bytes = call_with_retry(once, self.policy, f"series {uid}", self.sleep)
+            out.status = "fetched"
+        except EtlError as exc:
+            out.status, out.reason = "failed", exc.what
+        out.attempts = attempts
+        out.seconds = time.monotonic() - start
+        return out
+
+    def _download_once(self, task: SeriesTask) -> tuple[int, int]:
+        uid = task.series_uid
+        image_count = _int(task.meta.get("ImageCount"))
+        with self.cache.scratch(uid) as tmp:
+            zpath = tmp / f"{uid}.zip"
+            md5 = self.md5
+            try:
+                self._download_zip(uid, tmp, md5)
+            except PermanentError as exc:
+                if not (md5 and exc.what.startswith("HTTP 404")):
+                    raise
+                # a mirror without the MD5 endpoint: the series exists (getSeries listed it), so fetch the
+                # plain zip; count, CRC and DICOM checks still apply, and the ledger records md5_checked=0
+                log.warning("series %s: getImageWithMD5Hash not offered (HTTP 404); using getImage", uid)
+                md5 = False
+                self._download_zip(uid, tmp, md5)
+            if not zpath.is_file():
+                raise TransientError("download produced no zip (tcia_utils reported failure)", f"series {uid}")
+            checked = check_series_zip(zpath, uid, image_count, md5_offered=md5)
+            files: list[SeriesFile] = []
+            with zipfile.ZipFile(zpath) as zf:
+                for i, m in enumerate(checked.members):
+                    if not self.cache.has_object(m.sha256):
+                        part = tmp / f"member-{i}.part"
+                        extract_member(zf, m, part)
+                        stored = self.cache.put_file(part, expect_md5=m.md5, where=f"series {uid} file {m.name}")
+                        if stored.sha256 != m.sha256:
+                            raise TransientError(f"file {m.name} changed between check and store", f"series {uid}")
+                    files.append(SeriesFile(m.name, m.sha256, m.md5, m.size))
+            for name in checked.ignored:
+                log.debug("series %s: ignoring non-DICOM entry %s", uid, name)
+        meta = task.meta
+        total = sum(f.size for f in files)
+        self.cache.record_series(
+            SeriesRecord(
+                series_uid=uid,
+                collection=str(meta.get("Collection") or task.case.tcia_collection),
+                patient_id=str(meta.get("PatientID") or task.case.tcia_patient_id),
+                study_uid=_str(meta.get("StudyInstanceUID")),
+                modality=_str(meta.get("Modality")),
+                series_description=_str(meta.get("SeriesDescription")),
+                series_number=_str(meta.get("SeriesNumber")),
+                image_count=len(files) if image_count is None else image_count,
+                n_files=len(files),
+                bytes=total,
+                md5_checked=checked.md5_checked,
+                api_url=self.api_url,
+            ),
+            files,
+        )
+        return len(files), total
+
+    def _download_zip(self, uid: str, folder: Path, md5: bool) -> None:
+        """tcia_utils fetches ``<folder>/<uid>.zip``; a failure it swallowed is re-raised from the transport."""
+        self.transport.take_failure(uid)
+        self.nbia.downloadSeries(
+            [uid], input_type="list", path=str(folder), hash="y" if md5 else "", as_zip=True, max_workers=1
+        )
+        failure = self.transport.take_failure(uid)
+        if failure is not None:
+            raise failure
+
+
+def extract_tcia(
+    manifest: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str],
+    api_url: str = DEFAULT_API_URL,
+    jobs: int = 4,
+    series_only: bool = False,
+    exclusions: str | os.PathLike[str] | None = None,
+    shipped_exclusions: bool = True,
+    modality: str = "MR",
+    md5: bool = True,
+    policy: RetryPolicy | None = None,
+    limit: int | None = None,
+) -> TciaResult:
+    """Fetch every (non-excluded) manifest case's series into ``cache_dir``; never raises for a bad series.
+
+    The caller decides what a failure means (the CLI exits 1 and lists them). ``EtlError`` is raised only
+    for problems with the inputs themselves (manifest unreadable, cache locked, bad URL).
+    """
+    from etl.errors import ConfigError
+
+    try:
+        api_url = normalize_api_url(api_url)
+    except ValueError as exc:
+        raise ConfigError(str(exc), "--api-url") from exc
+    policy = policy or RetryPolicy()
+    jobs = max(1, int(jobs))
+    cases, excluded = cases_to_fetch(manifest, exclusions, shipped_exclusions)
+    if limit is not None:
+        cases = cases[:limit]
+    result = TciaResult(excluded=excluded)
+    start = time.monotonic()
+    cache = Cache(cache_dir)
+    with cache.exclusive("extract tcia"), patched_nbia(api_url, policy.timeout) as (nbia, transport):
+        if n := cache.clear_tmp():
+            log.info("removed %d unfinished download(s) left by an earlier run", n)
+        ex = TciaExtractor(cache, nbia, transport, api_url, policy, md5=md5, modality=modality)
+        tasks: list[SeriesTask] = []
+        with ThreadPoolExecutor(max_workers=jobs) as pool, RunProgress("NBIA series lookup", len(cases)) as prog:
+            futs = {pool.submit(ex.lookup, c, series_only): c for c in cases}
+            for fut in as_completed(futs):
+                case = futs[fut]
+                try:
+                    found = fut.result()
+                except EtlError as exc:
+                    result.lookup_failures.append((case.patient_id, exc.what))
+                    prog.finished(case.patient_id, f"{case.patient_id}: lookup failed: {exc.what}", failed=True)
+                    continue
+                tasks.extend(found)
+                prog.finished(case.patient_id, f"{case.patient_id}: {len(found)} series listed", quiet=True)
+        seen: set[str] = set()
+        unique = [t for t in tasks if not (t.series_uid in seen or seen.add(t.series_uid))]  # type: ignore[func-returns-value]
+        with ThreadPoolExecutor(max_workers=jobs) as pool, RunProgress("NBIA series download", len(unique)) as prog:
+            futs2 = {}
+            for t in unique:
+                futs2[pool.submit(_fetch_with_progress, ex, t, prog)] = t
+            for fut in as_completed(futs2):
+                o = fut.result()
+                result.outcomes.append(o)
+                if o.status == "failed":
+                    prog.finished(o.series_uid, f"{o.patient_id} series {o.series_uid}: FAILED: {o.reason}", failed=True)
+                else:
+                    rate = o.bytes / o.seconds / 1e6 if o.seconds > 0 and o.status == "fetched" else 0.0
+                    extra = f" in {o.seconds:.2f} s ({rate:.1f} MB/s, {o.attempts} attempt(s))" if o.status == "fetched" else ""
+                    prog.finished(o.series_uid, f"{o.patient_id} series {o.series_uid}: {o.status}, "
+                                  f"{o.files} files, {o.bytes / 1e6:.2f} MB{extra}", quiet=o.status == "cached")  # fmt: skip
+        result.requests = transport.requests_made
+    result.outcomes.sort(key=lambda o: (o.patient_id, o.series_uid))
+    result.lookup_failures.sort()
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def _fetch_with_progress(ex: TciaExtractor, task: SeriesTask, prog: RunProgress) -> SeriesOutcome:
+    prog.started(task.series_uid, f"{task.case.patient_id} {task.series_uid}")
+    return ex.fetch(task, prog)
+
+
+def manifest_series(cache: Cache, case: ManifestCase, series_only: bool = False) -> list[SeriesRecord]:
+    """The cached series that belong to a manifest case (what ``export`` materializes)."""
+    if series_only:
+        rec = cache.series_done(case.tcia_series_uid) if case.tcia_series_uid else None
+        return [rec] if rec else []
+    return [
+        r for r in cache.series_for_patient(case.tcia_collection, case.tcia_patient_id)
+        if cache.series_done(r.series_uid) is not None
+    ]  # fmt: skip
+
+
+__all__ = ["DEFAULT_API_URL", "SeriesOutcome", "TciaResult", "extract_tcia", "manifest_series"]

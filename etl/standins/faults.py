@@ -1,0 +1,72 @@
+"""Fault knobs shared by the loopback stand-ins.
+
+Each knob counts down: ``http500=3`` answers the first three matching requests with HTTP 500 and then
+behaves. ``ALWAYS`` makes a fault permanent. ``targets`` restricts every fault to requests about the
+given ids (series UIDs, patient ids, Synapse ids or file names); empty means every request.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, fields
+
+ALWAYS = 10**9
+
+KNOBS = {
+    "http500": "answer the first k matching requests with HTTP 500",
+    "drop_mid_body": "close the connection halfway through the first k payload bodies",
+    "truncate_zip": "serve the first k zips cut short (with a Content-Length that matches the short body)",
+    "wrong_md5": "advertise a wrong md5 for the first k payloads (md5hashes.csv / file handle contentMd5)",
+    "slow_first_byte": "seconds to wait before the first byte of the first `slow_count` payload answers",
+    "slow_count": "how many payload answers are slow (see slow_first_byte)",
+    "zip_slip": "add an entry named ../<name> to the first k zips",
+}
+
+
+@dataclass
+class Faults:
+    http500: int = 0
+    drop_mid_body: int = 0
+    truncate_zip: int = 0
+    wrong_md5: int = 0
+    slow_first_byte: float = 0.0
+    slow_count: int = 0
+    zip_slip: int = 0
+    targets: frozenset[str] = frozenset()
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    fired: dict[str, int] = field(default_factory=dict, compare=False)
+
+    def applies(self, ids: set[str]) -> bool:
+        return not self.targets or bool(self.targets & ids)
+
+    def take(self, knob: str, ids: set[str]) -> bool:
+        """Consume one occurrence of ``knob`` for a request about ``ids``; True if the fault fires."""
+        if not self.applies(ids):
+            return False
+        count_attr = "slow_count" if knob == "slow_first_byte" else knob
+        with self._lock:
+            left = getattr(self, count_attr)
+            if knob == "slow_first_byte" and self.slow_first_byte <= 0:
+                return False
+            if left <= 0:
+                return False
+            setattr(self, count_attr, left - 1)
+            self.fired[knob] = self.fired.get(knob, 0) + 1
+            return True
+
+    @classmethod
+    def parse(cls, specs: list[str], targets: list[str] | None = None) -> Faults:
+        """From CLI strings like ``http500=3``, ``slow_first_byte=2.5``, ``zip_slip=always``."""
+        f = cls(targets=frozenset(targets or ()))
+        names = {x.name for x in fields(cls)} - {"targets", "_lock", "fired"}
+        for spec in specs:
+            key, sep, value = spec.partition("=")
+            key = key.strip().replace("-", "_")
+            if key not in names or not sep:
+                raise ValueError(f"unknown fault {spec!r}; known: {', '.join(sorted(names))} (as name=value)")
+            if value.strip().lower() == "always":
+                num: float = ALWAYS
+            else:
+                num = float(value)
+            setattr(f, key, num if key == "slow_first_byte" else int(num))
+        return f
