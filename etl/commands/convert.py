@@ -1,9 +1,215 @@
-"""`mamamia convert`: not yet built (see the open issues)."""
+"""`mamamia convert`: DICOM case folder(s) -> phase NIfTI files + imaging variables, in a staged directory.
+
+One case, or a folder of cases (one subfolder per patient, named by patient id) run through the Runner.
+Each case writes its phase files first and its ``{patient_id}.imaging.json`` last: that JSON is the
+completion marker, so a killed run resumes by skipping cases that have it. A failing case is reported
+and the others continue; the exit code is 1 at the end if any failed.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 import typer
+
+UID_DIR = re.compile(r"^[0-9]+(\.[0-9]+)+$")  # a series folder named by its SeriesInstanceUID
+
+
+@dataclass(frozen=True)
+class CaseJob:
+    """One case to convert (picklable: sent to pool processes and dask workers)."""
+
+    source: str
+    out_root: str
+    patient_id: str
+    profile: str = "mama-mia-v1"
+    definition: str | None = None
+    threads: int | None = None
+
+
+def _layout(job: CaseJob) -> Any:
+    from etl.layout import Layout
+
+    return Layout.from_definition(job.out_root, job.definition)
+
+
+def convert_case(job: CaseJob) -> dict[str, Any]:
+    """Convert one case into the staged directory; skip it when its imaging JSON already exists."""
+    from etl.atomic import write_text
+    from etl.transform.dicom_series import read_phase, scan
+    from etl.transform.headers import extract
+    from etl.transform.nifti import profile_codes, view_of, write_phase
+
+    layout = _layout(job)
+    marker = layout.imaging_json(job.patient_id)
+    if marker.exists():
+        return {"patient_id": job.patient_id, "status": "skipped", "phases": len(layout.images(job.patient_id))}
+    inv = scan(job.source)
+    profile_codes(job.profile, view_of(inv.phases[0].affine))  # fail before writing if the view has no profile
+    values = extract(inv)
+    for i, phase in enumerate(inv.phases):
+        write_phase(layout.image(job.patient_id, i), read_phase(phase), phase.affine, job.profile,
+                    threads=job.threads)
+    stale = len(inv.phases)
+    while (extra := layout.image(job.patient_id, stale)).exists():  # a previous run with more phases
+        extra.unlink()
+        stale += 1
+    record = {"patient_id": job.patient_id.upper(), **values}
+    write_text(marker, json.dumps(record, indent=2) + "\n")
+    return {"patient_id": job.patient_id, "status": "converted", "phases": len(inv.phases)}
+
+
+def is_single_case(root: Path) -> bool:
+    """One case or a folder of cases? A case folder holds DICOM files itself, only series folders named by
+    UID, or subfolders that all belong to one study; otherwise each subfolder is a case."""
+    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+    subdirs = sorted(p for p in entries if p.is_dir())
+    files = [p for p in entries if p.is_file()]
+    if not subdirs or any(_looks_dicom(f) for f in files):
+        return True
+    if all(UID_DIR.match(p.name) for p in subdirs):
+        return True
+    studies = {_study_of(d) for d in subdirs}
+    return len(subdirs) > 1 and len(studies) == 1 and None not in studies
+
+
+def _study_of(folder: Path) -> str | None:
+    """StudyInstanceUID of the first DICOM image under ``folder`` (None if there is none)."""
+    from etl.errors import DicomError
+    from etl.transform.dicom_series import read_header
+
+    for dirpath, dirnames, filenames in sorted(os.walk(folder)):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if _looks_dicom(path):
+                try:
+                    head = read_header(path)
+                except DicomError:  # a broken file is reported when its case is converted, not here
+                    continue
+                if head is not None:
+                    return head.study_uid
+    return None
+
+
+def _looks_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def plan(dicom_dir: Path, out_dir: Path, profile: str, patient_id: str | None,
+         definition: str | None = None) -> list[CaseJob]:
+    """The cases a command line asks for."""
+    from etl.errors import InputUnreadable
+
+    if not dicom_dir.exists():
+        raise InputUnreadable("no such folder", str(dicom_dir))
+    if dicom_dir.is_file() or patient_id or is_single_case(dicom_dir):
+        pid = patient_id or dicom_dir.name
+        return [CaseJob(str(dicom_dir), str(out_dir), pid, profile, definition)]
+    cases = sorted(p for p in dicom_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return [CaseJob(str(p), str(out_dir), p.name, profile, definition) for p in cases]
+
+
+def dry_run(jobs: list[CaseJob]) -> int:
+    """Print each case's inventory and planned outputs; write nothing. Returns the number of failed cases."""
+    from etl.errors import EtlError
+    from etl.transform.dicom_series import scan
+    from etl.transform.nifti import profile_codes, view_of
+
+    failed = 0
+    for job in jobs:
+        layout = _layout(job)
+        try:
+            inv = scan(job.source)
+            view = view_of(inv.phases[0].affine)
+            codes = profile_codes(job.profile, view)
+        except EtlError as exc:
+            typer.echo(f"{job.patient_id}: FAILED {exc.message}")
+            failed += 1
+            continue
+        done = " (already converted: would skip)" if layout.imaging_json(job.patient_id).exists() else ""
+        typer.echo(f"{job.patient_id}: {len(inv.phases)} phases, {view} -> {codes} ({job.profile}){done}")
+        for line in inv.describe():
+            typer.echo(f"  {line}")
+        for i in range(len(inv.phases)):
+            typer.echo(f"  would write {layout.image(job.patient_id, i)}")
+        typer.echo(f"  would write {layout.imaging_json(job.patient_id)}")
+    return failed
+
+
+def run_cases(jobs: list[CaseJob], n_jobs: int = 1, scheduler: str | None = None) -> list[Any]:
+    """Convert cases through the Runner; log each outcome; return the outcomes in case order."""
+    import logging
+
+    from etl.progress import track
+    from etl.runner import make_runner
+
+    log = logging.getLogger("etl.convert")
+    runner = make_runner(n_jobs, scheduler)
+    outcomes = []
+    for out in track(runner.map(convert_case, jobs), "converting cases", total=len(jobs)):
+        job = jobs[out.index]
+        if out.ok:
+            log.info("%s: %s (%d phases)", job.patient_id, out.value["status"], out.value["phases"])
+        else:
+            log.error("%s: %s: %s", job.patient_id, out.error_kind, out.message)
+            if out.traceback:
+                log.debug("%s", out.traceback)
+        outcomes.append(out)
+    return sorted(outcomes, key=lambda o: o.index)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app (nothing yet)."""
+    """Add `mamamia convert`."""
+
+    @app.command("convert")
+    def convert(
+        dicom_dir: Path = typer.Argument(..., help="A case folder of DICOM files (nested folders are fine), or a "
+                                         "folder with one subfolder per case named by patient id."),
+        out_dir: Path = typer.Argument(..., help="Staged directory to write: images/{PATIENT_ID}/"
+                                       "{patient_id}_{phase:04d}.nii.gz and imaging/{patient_id}.imaging.json."),
+        profile: str = typer.Option("mama-mia-v1", "--profile", help="Orientation profile: mama-mia-v1 (axial LPS, "
+                                    "sagittal RAS) or challenge (axial LAS, sagittal PSR)."),
+        patient_id: str | None = typer.Option(None, "--patient-id", help="Patient id of a single case (default: "
+                                              "the folder name); forces single-case mode."),
+        jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Cases converted in parallel by local processes."),
+        scheduler: str | None = typer.Option(None, "--scheduler", help="dask.distributed scheduler address "
+                                             "(tcp://host:8786); runs the cases on that cluster instead."),
+        definition: Path | None = typer.Option(None, "--definition", help="Release definition whose naming "
+                                               "templates to use (default: the shipped release/v1.yaml)."),
+        dry: bool = typer.Option(False, "--dry-run", help="Print the inventory (series, phases, geometry) and the "
+                                 "files that would be written; write nothing."),
+    ) -> None:
+        """Convert DCE-MRI DICOM into oriented phase NIfTI files and the 22 imaging variables (JSON)."""
+        from etl.transform.nifti import profiles
+
+        from etl.errors import ConfigError
+
+        if profile not in profiles():
+            raise ConfigError(f"unknown profile {profile!r} (known: {', '.join(sorted(profiles()))})", "--profile")
+        case_jobs = plan(dicom_dir, out_dir, profile, patient_id, str(definition) if definition else None)
+        if dry:
+            raise typer.Exit(1 if dry_run(case_jobs) else 0)
+        if len(case_jobs) == 1 and not scheduler:
+            result = convert_case(case_jobs[0])  # single case: errors surface as the one-line CLI error
+            typer.echo(f"{result['patient_id']}: {result['status']}, {result['phases']} phases -> {out_dir}")
+            return
+        outcomes = run_cases(case_jobs, jobs, scheduler)
+        failed = [o for o in outcomes if not o.ok]
+        done = sum(1 for o in outcomes if o.ok and o.value["status"] == "converted")
+        skipped = sum(1 for o in outcomes if o.ok and o.value["status"] == "skipped")
+        for o in failed:
+            typer.echo(f"failed {case_jobs[o.index].patient_id}: {o.message}", err=True)
+        typer.echo(f"{done} converted, {skipped} already done, {len(failed)} failed -> {out_dir}")
+        if failed:
+            raise typer.Exit(1)
