@@ -1,0 +1,195 @@
+"""The segmentation stage: preliminary masks for every staged case, then the QC table.
+
+Per case, the mask is written atomically to ``segmentations/automatic/{patient_id}.nii.gz`` on the grid of
+the input phase; a case whose mask exists is skipped, so a killed run resumes where it stopped. The QC
+table is recomputed from all masks present at the end (it is cheap), so it always matches the files.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from etl.atomic import atomic_path
+from etl.errors import ConfigError, EtlError, SegmentError
+from etl.layout import Layout
+from etl.progress import track
+from etl.segment.config import SegmentationConfig, load_config
+from etl.segment.io import Case, find_cases, load, read_array, read_phases, spacing_of, write_nifti
+
+log = logging.getLogger("etl.segment")
+
+QC_FILE = "segmentation_qc.parquet"
+QC_COLUMNS = {
+    "patient_id": "string",
+    "mask_volume_mm3": "Float64",
+    "lesion_count": "Int64",
+    "has_expert": "boolean",
+    "expert_volume_mm3": "Float64",
+    "dice": "Float64",
+    "hd95_mm": "Float64",
+    "msd_mm": "Float64",
+}
+
+
+@dataclass
+class RunResult:
+    method: str
+    device: str
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (patient_id, one-line reason)
+    qc: pd.DataFrame | None = None
+    qc_path: Path | None = None
+    model: str | None = None
+    folds: tuple[int, ...] = ()
+
+
+def _reference(case: Case, config: SegmentationConfig) -> Path:
+    """The phase whose grid the mask is written on (the network input phase; 0001 in MAMA-MIA)."""
+    n = len(case.phases)
+    k = config.input_phase if config.input_phase >= 0 else n + config.input_phase
+    if not 0 <= k < n:
+        raise SegmentError(f"input phase {config.input_phase} requested but the case has {n} phases",
+                           str(case.phases[0].parent))
+    return case.phases[k]
+
+
+WORK_PREFIX = ".segment-work-"
+
+
+def _clear_stale_temps(root: Path, cases: list[Case]) -> None:
+    """What a killed run left: temp masks ('.<name>.*.tmp', never read as masks) and its work folder."""
+    for folder in {c.automatic.parent for c in cases}:
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+    for stale in root.glob(WORK_PREFIX + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _ftv_one(args: tuple[Case, SegmentationConfig, str]) -> str:
+    from etl.segment.ftv import ftv_mask, read_box
+
+    case, config, info_path = args
+    phases, _ = read_phases(case)
+    ref = load(_reference(case, config))
+    spacing = spacing_of(ref)
+    box = read_box(Path(info_path), config.ftv.lesion_box_key, ref.shape, spacing, config.ftv.box_margin_mm)
+    mask = ftv_mask(phases, spacing, config.ftv, box)
+    write_nifti(case.automatic, mask, ref)
+    return case.patient_id
+
+
+def run_segmentation(
+    staged: str | Path,
+    method: str | None = None,
+    model: str | Path | None = None,
+    folds: tuple[int, ...] | None = None,
+    device: str | None = None,
+    definition: str | Path | None = None,
+    jobs: int = 1,
+    scheduler: str | None = None,
+) -> RunResult:
+    """Masks for every case without one, then ``segmentation_qc.parquet`` at the staged root.
+
+    A case that fails with an expected fault (unreadable image, too few phases...) is recorded in
+    ``failed`` and the others go on; the caller decides the exit status.
+    """
+    config = load_config(definition)
+    layout = Layout.from_definition(staged, definition)
+    method = method or config.method
+    if method not in ("nnunet", "ftv"):
+        raise ConfigError(f"unknown segmentation method {method!r}", "--method")
+    cases = find_cases(layout)
+    _clear_stale_temps(layout.root, cases)
+    todo = [c for c in cases if not c.automatic.exists()]
+    result = RunResult(method=method, device="cpu", skipped=[c.patient_id for c in cases if c.automatic.exists()])
+    if result.skipped:
+        log.info("%d of %d cases already have a mask; resuming with %d", len(result.skipped), len(cases), len(todo))
+
+    if method == "nnunet":
+        from etl.segment.nnunet import Predictor, predict_case, require_nnunet, resolve_model
+
+        require_nnunet()
+        mf = resolve_model(model or config.model, folds if folds is not None else config.folds)
+        result.model, result.folds = str(mf.path), mf.folds
+        if todo:
+            predictor = Predictor(mf, device or config.device, threads=jobs)
+            result.device = predictor.device
+            # inside the staged root, so a killed run's leftovers are found and cleared by the next run
+            work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=layout.root))
+            try:
+                for case in track(todo, "nnU-Net", total=len(todo)):
+                    try:
+                        mask = predict_case(predictor, case, config, work)
+                        write_nifti(case.automatic, mask, load(_reference(case, config)))
+                    except EtlError as exc:  # one bad case does not stop the corpus
+                        log.error("%s: %s", case.patient_id, exc.message)
+                        result.failed.append((case.patient_id, exc.message))
+                        continue
+                    result.written.append(case.patient_id)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    else:
+        from etl.runner import make_runner
+
+        work_items = [(c, config, str(layout.patient_info(c.patient_id))) for c in todo]
+        for out in track(make_runner(jobs, scheduler).map(_ftv_one, work_items), "FTV", total=len(work_items)):
+            pid = todo[out.index].patient_id
+            if out.ok:
+                result.written.append(pid)
+            else:
+                log.error("%s: %s: %s", pid, out.error_kind, out.message)
+                if out.traceback:
+                    log.debug("%s", out.traceback)
+                result.failed.append((pid, f"{out.error_kind}: {out.message}"))
+        result.written.sort()
+
+    result.qc = quality_table(cases, config)
+    result.qc_path = write_qc(result.qc, layout.root / QC_FILE)
+    return result
+
+
+def case_quality(case: Case, config: SegmentationConfig) -> dict[str, object]:
+    """One QC row (see etl/segment/metrics.py for the conventions on empty masks)."""
+    from etl.segment.metrics import agreement, component_count, volume_mm3
+
+    img = load(case.automatic)
+    spacing = spacing_of(img)
+    mask = read_array(case.automatic, np.float32) > 0.5
+    row: dict[str, object] = {
+        "patient_id": case.patient_id,
+        "mask_volume_mm3": volume_mm3(mask, spacing),
+        "lesion_count": component_count(mask),
+        "has_expert": case.expert.exists(),
+        "expert_volume_mm3": None, "dice": None, "hd95_mm": None, "msd_mm": None,
+    }
+    if case.expert.exists():
+        ref_img = load(case.expert)
+        if ref_img.shape != img.shape or not np.allclose(ref_img.affine, img.affine, atol=1e-3):
+            raise SegmentError("expert mask is not on the grid of the automatic mask", str(case.expert))
+        ref = read_array(case.expert, np.float32) > 0.5
+        a = agreement(mask, ref, spacing)
+        row.update(expert_volume_mm3=volume_mm3(ref, spacing), dice=a.dice,
+                   hd95_mm=None if np.isnan(a.hd95_mm) else a.hd95_mm,
+                   msd_mm=None if np.isnan(a.msd_mm) else a.msd_mm)
+    return row
+
+
+def quality_table(cases: list[Case], config: SegmentationConfig) -> pd.DataFrame:
+    rows = [case_quality(c, config) for c in cases if c.automatic.exists()]
+    df = pd.DataFrame(rows, columns=list(QC_COLUMNS))
+    return df.astype(QC_COLUMNS).sort_values("patient_id", ignore_index=True)
+
+
+def write_qc(df: pd.DataFrame, target: Path) -> Path:
+    with atomic_path(target) as tmp:
+        df.to_parquet(tmp, index=False, engine="pyarrow")
+    return target
