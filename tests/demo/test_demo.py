@@ -1,0 +1,64 @@
+"""`mamamia demo` end to end, as the README's main command runs it (a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "mamamia-demo"
+    proc = subprocess.run([sys.executable, "-m", "etl", "demo", "--out", str(out)], capture_output=True, text=True,
+                          timeout=600)
+    return out, proc
+
+
+def test_demo_exits_zero_and_prints_the_release(demo_run):
+    out, proc = demo_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last == f"release: {out.resolve() / 'release'}"
+    assert "9 cases (DUKE 3, ISPY1 2, ISPY2 2, NACT 2)" in proc.stdout
+    stages = [ln for ln in proc.stderr.splitlines() if ln.startswith("[demo]") and ln.endswith(" s")]
+    assert len(stages) == 9, stages  # one line per stage, each with its time
+
+
+def test_demo_release_verifies_and_has_every_stage_output(demo_run, cli):
+    out, proc = demo_run
+    release = out / "release"
+    assert cli("validate", release).exit_code == 0
+    table = pd.read_parquet(release / "clinical_and_imaging_info.parquet")
+    assert sorted(table["dataset"].unique()) == ["DUKE", "ISPY1", "ISPY2", "NACT"]
+    # imaging variables come from the DICOM headers the corpus wrote
+    manifest = pd.read_csv(out / "work" / "manifest.csv")
+    assert table["tcia_series_uid"].tolist() == manifest["tcia_series_uid"].tolist()
+    assert set(table["view"]) == {"axial", "sagittal"}
+    assert set(table["manufacturer"]) == {"GE", "Philips", "SIEMENS"}
+    # every case has its phases, an automatic and an expert mask
+    for pid, n in zip(table["patient_id"], table["num_phases"]):
+        pl = pid.lower()
+        assert len(list((release / "images" / pid).glob(f"{pl}_*.nii.gz"))) == n
+        assert (release / "segmentations" / "automatic" / f"{pl}.nii.gz").exists()
+        assert (release / "segmentations" / "expert" / f"{pl}.nii.gz").exists()
+    qc = pd.read_parquet(release / "segmentation_qc.parquet")
+    assert len(qc) == 9 and qc["dice"].min() > 0.6, qc
+    splits = pd.read_csv(release / "train_test_splits.csv")
+    assert set(splits["split"]) == {"train", "test"}
+    prov = json.loads((release / "provenance.json").read_text())
+    assert prov  # tool version, inputs, ledger
+
+
+def test_demo_refuses_a_folder_that_is_not_a_demo(tmp_path, cli):
+    (tmp_path / "precious.txt").write_text("keep me")
+    res = cli("demo", "--out", tmp_path)
+    assert res.exit_code == 1
+    assert "not an earlier demo" in res.stderr
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
