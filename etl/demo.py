@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from etl.yamlfile import load_yaml_mapping
 from etl.errors import ConfigError, EtlError
 from etl.resources import data_path
 
@@ -52,10 +52,7 @@ class DemoResult:
 
 def load_demo_definition(path: str | Path | None = None) -> dict[str, Any]:
     src = Path(path) if path else data_path("release/demo.yaml")
-    try:
-        doc = yaml.safe_load(src.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read demo definition: {exc}", str(src)) from exc
+    doc = load_yaml_mapping(src, "demo definition")
     if not doc.get("cases"):
         raise ConfigError("demo definition lists no cases", str(src))
     doc["_path"] = src

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
+from etl.yamlfile import load_yaml_mapping
 from etl.errors import ConfigError
 from etl.resources import data_path
 
@@ -28,10 +28,7 @@ class Layout:
     def from_definition(cls, root: str | Path, definition: str | Path | None = None) -> Layout:
         """Layout for ``root`` using the ``naming`` section of a release definition (default: v1)."""
         def_path = Path(definition) if definition else data_path("release/v1.yaml")
-        try:
-            naming = (yaml.safe_load(def_path.read_text()) or {}).get("naming") or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read release definition: {exc}", str(def_path)) from exc
+        naming = load_yaml_mapping(def_path, "release definition").get("naming") or {}
         missing = [k for k in TEMPLATE_KEYS if k not in naming]
         if missing:
             raise ConfigError(f"naming templates missing: {', '.join(missing)}", str(def_path))

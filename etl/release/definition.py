@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from etl.yamlfile import load_yaml_mapping
 from etl.errors import ConfigError
 from etl.split import SplitSettings
 
@@ -88,14 +88,7 @@ def load_definition(
 ) -> ReleaseDefinition:
     """Read and check a release definition; command-line overrides win over the file's sources."""
     path = Path(path).resolve()
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read release definition: {exc.strerror or exc}", str(path)) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"release definition is not valid YAML: {exc}", str(path)) from exc
-    if not isinstance(raw, dict):
-        raise ConfigError("release definition must be a mapping", str(path))
+    raw = load_yaml_mapping(path, "release definition")
     base = path.parent
     for key in ("name", "version"):
         if not raw.get(key):

@@ -14,7 +14,6 @@ A de-identified release needs none of these, so any hit is a problem to look at.
 
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from collections.abc import Iterator

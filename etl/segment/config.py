@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from etl.yamlfile import load_yaml_mapping
 from etl.errors import ConfigError
 from etl.resources import data_path
 
@@ -63,10 +63,7 @@ def load_config(definition: str | Path | None = None) -> SegmentationConfig:
     """Settings from ``definition`` (default: the shipped release/v1.yaml)."""
     path = Path(definition) if definition else data_path("release/v1.yaml")
     where = str(path)
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read release definition: {exc}", where) from exc
+    doc = load_yaml_mapping(path, "release definition")
     sec = doc.get("segmentation") or {}
     if not isinstance(sec, dict):
         raise ConfigError("segmentation section must be a mapping", where)

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from etl.yamlfile import load_yaml_mapping
 from etl.errors import ConfigError, InputUnreadable, ValidationFailed
 
 log = logging.getLogger("etl.transform.clinical")
@@ -123,15 +123,7 @@ def _cfg(where: Path, key: str) -> str:
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read mapping file: {exc.strerror}", str(path)) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"mapping file is not valid YAML: {str(exc).splitlines()[0]}", str(path)) from exc
-    if not isinstance(data, dict):
-        raise ConfigError("mapping file must be a YAML mapping", str(path))
-    return data
+    return load_yaml_mapping(path, "mapping file")
 
 
 def _regex(pattern: Any, where: str) -> re.Pattern[str]:

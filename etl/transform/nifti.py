@@ -49,15 +49,10 @@ except ImportError:  # pragma: no cover - exercised only where isal is missing
 
 @functools.lru_cache(maxsize=1)
 def _rules() -> dict[str, Any]:
-    import yaml
-
     from etl.resources import data_path
+    from etl.yamlfile import load_yaml_mapping
 
-    path = data_path("schemas/imaging_headers.yaml")
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read imaging header rules: {exc}", str(path)) from exc
+    return load_yaml_mapping(data_path("schemas/imaging_headers.yaml"), "imaging header rules")
 
 
 def profiles() -> dict[str, dict[str, str]]:

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from etl.yamlfile import load_yaml_mapping
 from etl.errors import ConfigError, ValidationFailed
 from etl.resources import data_path
 
@@ -263,10 +263,7 @@ class Schema:
 def load_schema(path: str | Path | None = None) -> Schema:
     """Load and check a schema YAML (default: the shipped ``schemas/clinical_imaging.yaml``)."""
     src = Path(path) if path else data_path("schemas/clinical_imaging.yaml")
-    try:
-        doc = yaml.safe_load(src.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read schema: {exc}", str(src)) from exc
+    doc = load_yaml_mapping(src, "schema")
     columns = {name: _column_spec(name, spec, src) for name, spec in (doc.get("columns") or {}).items()}
     optional = {name: _column_spec(name, spec, src) for name, spec in (doc.get("optional_columns") or {}).items()}
     rules = []

@@ -41,7 +41,7 @@ def test_swap_killed_between_renames_is_recovered(tmp_path):
     (old / "a").write_text("previous")
     # state after a kill between `target -> .old` and `partial -> target`
     with pytest.raises(RuntimeError):
-        with atomic_dir(target) as d:
+        with atomic_dir(target):
             assert (target / "a").read_text() == "previous"  # recovered before the new build starts
             raise RuntimeError("fails")
     assert (target / "a").read_text() == "previous"
