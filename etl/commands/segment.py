@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
             "Default: the definition's model, else the tiny model shipped with the package."),
         ftv: bool = typer.Option(False, "--ftv", help="Use the weight-free I-SPY1 FTV thresholds (PE/SER) instead of nnU-Net."),
         folds: str | None = typer.Option(None, "--folds", help="Folds to ensemble, e.g. 0,1,2,3,4. Default: the "
-                                         "definition's folds, else every fold with a checkpoint."),
+                                         "definition's folds, else every fold_k/ of the model (each needs its checkpoint)."),
         device: str | None = typer.Option(None, "--device", help="auto | cuda | cpu (default: the definition's, auto)."),
         definition: Path | None = typer.Option(None, "--definition", help="Release definition YAML (default: shipped v1)."),
         jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="FTV: worker processes; nnU-Net on CPU: torch threads."),
@@ -68,4 +68,5 @@ def register(app: typer.Typer) -> None:
             typer.echo(line + ")")
         if res.failed:  # each was logged as it happened; the finished cases are kept
             pid, why = res.failed[0]
-            raise SegmentError(f"{len(res.failed)} case(s) failed, rerun to retry them; first: {why}", pid)
+            raise SegmentError(f"{len(res.failed)} case(s) failed (finished cases are kept; fix the input and rerun); "
+                               f"first: {why}", pid)

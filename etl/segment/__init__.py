@@ -15,8 +15,19 @@ INSTALL_HINT = (
 
 
 def nnunet_available() -> bool:
-    """True when torch and nnunetv2 can be imported (the ``segment`` extra is installed)."""
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "nnunetv2"))
+    """True when torch and nnunetv2 can be found (the ``segment`` extra is installed); never raises.
+
+    Only the import system is asked (nothing is imported); an import hook or a broken install that makes
+    the lookup itself fail counts as "not available". A package that is found but fails to import is
+    reported by the predictor as the same one-line install hint.
+    """
+    for name in ("torch", "nnunetv2"):
+        try:
+            if importlib.util.find_spec(name) is None:
+                return False
+        except (ImportError, ValueError):  # ValueError: a module in sys.modules with __spec__ None
+            return False
+    return True
 
 
 __all__ = ["INSTALL_HINT", "nnunet_available"]

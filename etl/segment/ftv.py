@@ -20,6 +20,7 @@ from scipy import ndimage
 
 from etl.errors import SegmentError
 from etl.segment.config import FtvSettings
+from etl.segment.io import phase_index
 
 log = logging.getLogger("etl.segment")
 
@@ -28,10 +29,7 @@ _FULL = ndimage.generate_binary_structure(3, 3)
 
 
 def _phase(n: int, k: int, what: str) -> int:
-    idx = k if k >= 0 else n + k
-    if not 0 <= idx < n:
-        raise SegmentError(f"FTV {what} phase {k} requested but the case has {n} phases")
-    return idx
+    return phase_index(n, k, f"FTV {what}")
 
 
 def percent_enhancement(pre: np.ndarray, post: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import nibabel as nib
 import numpy as np
 
 from etl.atomic import write_bytes
-from etl.errors import InputUnreadable, SegmentError
+from etl.errors import EtlError, InputUnreadable, SegmentError
 from etl.layout import Layout
 
 log = logging.getLogger("etl.segment")
@@ -36,21 +37,61 @@ class Case:
         return self.patient_id.lower()
 
 
-def find_cases(layout: Layout) -> list[Case]:
-    """Cases = the folders under images/, sorted; each must have at least a pre- and a post-contrast phase."""
+_PHASE_SENTINEL = 987_654_321  # rendered into the image template to find where the phase number goes
+
+
+def _stray_phase(layout: Layout, patient_id: str, found: int) -> Path | None:
+    """A phase file numbered above the first missing one (phase ``found``), or None.
+
+    ``Layout.images`` stops at the first missing phase; a later phase on disk means a gap (e.g. 0000 and
+    0002 without 0001), which must not be read as a case with fewer phases.
+    """
+    probe = layout.image(patient_id, _PHASE_SENTINEL)
+    if str(_PHASE_SENTINEL) not in probe.name or not probe.parent.is_dir():
+        return None
+    pattern = re.compile(re.escape(probe.name).replace(str(_PHASE_SENTINEL), r"(\d+)") + "$")
+    for p in sorted(probe.parent.iterdir()):
+        m = pattern.match(p.name)
+        if m and int(m.group(1)) > found and layout.image(patient_id, int(m.group(1))) == p:
+            return p
+    return None
+
+
+def scan_cases(layout: Layout) -> tuple[list[Case], list[tuple[str, EtlError]]]:
+    """Cases = the folders under images/, sorted; plus the folders that are not usable cases.
+
+    A folder without phase 0000, or with a gap in its phase numbers, is returned as (patient_id, error)
+    so the stage can record it and go on with the others. No folder at all is an error.
+    """
     images = layout.root / "images"
     if not images.is_dir():
         raise InputUnreadable("not a staged directory: no images/ folder", str(layout.root))
-    cases = []
-    for folder in sorted(p for p in images.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    cases: list[Case] = []
+    problems: list[tuple[str, EtlError]] = []
+    folders = sorted(p for p in images.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise InputUnreadable("no cases under images/", str(images))
+    for folder in folders:
         pid = folder.name
         phases = tuple(layout.images(pid))
         if not phases:
-            raise InputUnreadable("case folder has no phase files named as the release definition says",
-                                  str(layout.image(pid, 0)))
+            problems.append((pid, InputUnreadable("case folder has no phase 0000 named as the release definition says",
+                                                  str(layout.image(pid, 0)))))
+            continue
+        stray = _stray_phase(layout, pid, len(phases))
+        if stray is not None:
+            problems.append((pid, InputUnreadable(f"phase {len(phases):04d} is missing but {stray.name} exists",
+                                                  str(layout.image(pid, len(phases))))))
+            continue
         cases.append(Case(pid, phases, layout.expert_mask(pid), layout.automatic_mask(pid)))
-    if not cases:
-        raise InputUnreadable("no cases under images/", str(images))
+    return cases, problems
+
+
+def find_cases(layout: Layout) -> list[Case]:
+    """The usable cases (see ``scan_cases``); the first unusable case folder is raised as its error."""
+    cases, problems = scan_cases(layout)
+    if problems:
+        raise problems[0][1]
     return cases
 
 
@@ -72,15 +113,49 @@ def read_array(path: Path, dtype: type = np.float32) -> np.ndarray:
         raise InputUnreadable(f"cannot read NIfTI data: {exc}", str(path)) from exc
 
 
+def phase_index(n: int, k: int, what: str = "input", where: str | None = None) -> int:
+    """Index of phase ``k`` (negative counts from the last) in a case of ``n`` phases, or a SegmentError."""
+    idx = k if k >= 0 else n + k
+    if not 0 <= idx < n:
+        raise SegmentError(f"{what} phase {k} requested but the case has {n} phase(s)", where)
+    return idx
+
+
+def reference_phase(case: Case, input_phase: int) -> Path:
+    """The phase whose grid the mask is written on (the network input phase; 0001 in MAMA-MIA)."""
+    return case.phases[phase_index(len(case.phases), input_phase, "input", str(case.phases[0].parent))]
+
+
+def same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image) -> bool:
+    """Same voxel grid: equal shape and affines equal to 1e-3 (mm, or direction cosines)."""
+    return tuple(a.shape) == tuple(b.shape) and np.allclose(a.affine, b.affine, atol=1e-3)
+
+
+def grid_difference(img: nib.Nifti1Image, ref: nib.Nifti1Image) -> str:
+    """What differs between two grids, for error messages."""
+    if tuple(img.shape) != tuple(ref.shape):
+        return f"shape {tuple(img.shape)} vs {tuple(ref.shape)}"
+    worst = float(np.abs(img.affine - ref.affine).max())
+    return f"same shape, affines differ by up to {worst:.3g}"
+
+
 def read_phases(case: Case) -> tuple[np.ndarray, nib.Nifti1Image]:
-    """All phases stacked (n, x, y, z) float32, plus the header image of phase 0 (grids must agree)."""
+    """All phases stacked (n, x, y, z) float32, plus the header image of phase 0 (grids must agree).
+
+    Non-finite voxels (NaN, inf) are read as 0, i.e. no signal, with a warning naming the file.
+    """
     ref = load(case.phases[0])
     arrays = []
     for p in case.phases:
         img = load(p)
-        if img.shape != ref.shape or not np.allclose(img.affine, ref.affine, atol=1e-3):
-            raise SegmentError("phases of a case are not on the same grid", str(p))
-        arrays.append(read_array(p))
+        if not same_grid(img, ref):
+            raise SegmentError(f"phase is not on the grid of phase 0000: {grid_difference(img, ref)}", str(p))
+        arr = read_array(p)
+        bad = ~np.isfinite(arr)
+        if bad.any():  # NaN/inf (e.g. outside a resampled field of view) would poison PE and the z-score
+            log.warning("%s: %d non-finite voxel(s) read as 0 (no signal)", p, int(bad.sum()))
+            arr[bad] = 0.0
+        arrays.append(arr)
     return np.stack(arrays), ref
 
 

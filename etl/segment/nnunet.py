@@ -29,7 +29,8 @@ from etl.atomic import write_text
 from etl.errors import SegmentError
 from etl.segment import INSTALL_HINT, nnunet_available
 from etl.segment.config import SegmentationConfig
-from etl.segment.io import Case, load, read_array, write_nifti
+from etl.segment.io import (Case, grid_difference, load, phase_index, read_array, read_phases, reference_phase,
+                            same_grid, write_nifti)
 
 log = logging.getLogger("etl.segment")
 
@@ -70,10 +71,7 @@ def configure_environment(work: Path | None = None) -> Path | None:
 
 def input_channel(phases: np.ndarray, config: SegmentationConfig, where: str = "") -> np.ndarray:
     """The single network input from a case's phases (n, x, y, z), per the release definition."""
-    n = phases.shape[0]
-    k = config.input_phase if config.input_phase >= 0 else n + config.input_phase
-    if not 0 <= k < n:
-        raise SegmentError(f"input phase {config.input_phase} requested but the case has {n} phases", where)
+    k = phase_index(phases.shape[0], config.input_phase, "input", where or None)
     x = phases[k].astype(np.float32)
     if config.normalization == "none":
         return x
@@ -95,14 +93,16 @@ def dataset_json(config: SegmentationConfig, num_training: int = 0) -> dict[str,
 
 def export_case(case: Case, folder: Path, config: SegmentationConfig, labels_folder: Path | None = None) -> Path:
     """Write ``{case}_0000.nii.gz`` (and the expert label when ``labels_folder``); returns the image path."""
-    ref = load(case.phases[0])
-    phases = np.stack([read_array(p) for p in case.phases])
+    phases, ref = read_phases(case)  # every phase on the grid of phase 0000, or a SegmentError naming it
     img = input_channel(phases, config, str(case.phases[0].parent))
     target = folder / f"{case.case_id}_0000.nii.gz"
     write_nifti(target, img, ref, dtype=np.float32, level=1)
     if labels_folder is not None:
         if not case.expert.exists():
             raise SegmentError("training export needs an expert mask", str(case.expert))
+        if not same_grid(load(case.expert), ref):
+            raise SegmentError(f"expert mask is not on the image grid: {grid_difference(load(case.expert), ref)}",
+                               str(case.expert))
         mask = (read_array(case.expert, np.float32) > 0.5).astype(np.uint8)
         write_nifti(labels_folder / f"{case.case_id}.nii.gz", mask, ref, dtype=np.uint8, level=1)
     return target
@@ -128,24 +128,72 @@ class ModelFolder:
     folds: tuple[int, ...]
 
 
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one short line (torch and nnU-Net messages can span dozens of lines)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SegmentError(f"cannot read model file: {_one_line(exc)}", str(path)) from exc
+    if not isinstance(doc, dict):
+        raise SegmentError("model file must hold a JSON object", str(path))
+    return doc
+
+
+def _check_model_inputs(trainer: Path) -> None:
+    """The model must take what the export writes: one input channel (``{case}_0000``)."""
+    ds_path = trainer / "dataset.json"
+    ds = _read_json(ds_path)
+    channels = ds.get("channel_names", ds.get("modality"))
+    if not isinstance(channels, dict) or not channels:
+        raise SegmentError("dataset.json has no channel_names", str(ds_path))
+    if len(channels) != 1:
+        raise SegmentError(f"model expects {len(channels)} input channels {sorted(channels.values())}; this stage "
+                           "exports one (the release definition's input_phase)", str(ds_path))
+    _read_json(trainer / "plans.json")
+
+
 def resolve_model(model: str | Path | None, folds: Sequence[int] | None = None,
                   checkpoint: str = "checkpoint_final.pth") -> ModelFolder:
-    """Accept the trainer folder itself or a folder containing ``nnUNetTrainer__nnUNetPlans__3d_fullres``."""
+    """Accept the trainer folder itself or a folder containing ``nnUNetTrainer__nnUNetPlans__3d_fullres``.
+
+    Checked before anything heavy is loaded: plans.json and dataset.json present and readable, one input
+    channel, and a ``fold_k/<checkpoint>`` for every requested fold.
+    """
     root = Path(model) if model else TINY_MODEL
     if not root.is_dir():
         raise SegmentError("model folder not found", str(root))
     candidates = [root, root / TRAINER_DIR] + sorted(p for p in root.glob("*__*__*") if p.is_dir())
     trainer = next((c for c in candidates if (c / "plans.json").is_file() and (c / "dataset.json").is_file()), None)
     if trainer is None:
+        # a folder that looks like a model but lacks one of its files: name that file
+        partial = next((c for c in candidates if c.is_dir() and (
+            any((c / n).exists() for n in ("plans.json", "dataset.json")) or any(c.glob("fold_*")))), None)
+        if partial is not None:
+            missing = next(n for n in ("plans.json", "dataset.json") if not (partial / n).is_file())
+            raise SegmentError(f"incomplete nnU-Net model folder: {missing} is missing", str(partial / missing))
         raise SegmentError(f"no nnU-Net model here: expected plans.json, dataset.json and fold_k/{checkpoint} "
                            f"in the folder or in {TRAINER_DIR}/", str(root))
-    found = sorted(int(p.parent.name[5:]) for p in trainer.glob(f"fold_*/{checkpoint}") if p.parent.name[5:].isdigit())
+    _check_model_inputs(trainer)
+    fold_dirs = {int(p.name[5:]): p for p in trainer.glob("fold_*") if p.is_dir() and p.name[5:].isdigit()}
+    found = sorted(k for k, p in fold_dirs.items() if (p / checkpoint).is_file())
     if folds is None:
         if not found:
             raise SegmentError(f"no fold_k/{checkpoint} in the model folder", str(trainer))
+        incomplete = sorted(set(fold_dirs) - set(found))
+        if incomplete:  # e.g. a partial download: never ensemble fewer folds than the model has, silently
+            raise SegmentError(f"fold_{incomplete[0]} has no {checkpoint} (incomplete model?); pass --folds "
+                               f"{','.join(map(str, found))} to use only the complete folds",
+                               str(fold_dirs[incomplete[0]] / checkpoint))
         use = tuple(found)
     else:
-        use = tuple(int(f) for f in folds)
+        use = tuple(dict.fromkeys(int(f) for f in folds))
+        if not use:
+            raise SegmentError("no folds requested", "--folds")
         missing = [f for f in use if f not in found]
         if missing:
             raise SegmentError(f"fold(s) {missing} requested but only {found} have {checkpoint}",
@@ -182,20 +230,37 @@ def _quiet(what: str):
             log.debug("nnU-Net (%s): %s", what, text)
 
 
+def _culprit(model: ModelFolder) -> str:
+    """After a failed load: the first checkpoint torch cannot read, else the model folder."""
+    import torch
+
+    for fold in model.folds:
+        ckpt = model.path / f"fold_{fold}" / "checkpoint_final.pth"
+        try:
+            torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+        except Exception:
+            return str(ckpt)
+    return str(model.path)
+
+
 class Predictor:
     """One nnU-Net predictor kept for a whole run (loading the folds once)."""
 
     def __init__(self, model: ModelFolder, device: str = "auto", threads: int | None = None) -> None:
         require_nnunet()
         configure_environment()
-        import torch
+        try:
+            import torch
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+        except ImportError as exc:  # found but broken (e.g. a missing dependency of nnunetv2)
+            raise SegmentError(f"{INSTALL_HINT}; import failed: {_one_line(exc)}", "nnunetv2") from exc
 
         self._torch = torch
         if threads:
             torch.set_num_threads(int(threads))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
         dev = select_device(device)
         self.device = dev.type
@@ -207,11 +272,11 @@ class Predictor:
             try:
                 self._p.initialize_from_trained_model_folder(str(model.path), use_folds=model.folds,
                                                              checkpoint_name="checkpoint_final.pth")
-            except (OSError, KeyError, RuntimeError, ValueError) as exc:
-                raise SegmentError(f"cannot load the nnU-Net model: {exc}", str(model.path)) from exc
+            except Exception as exc:  # torch/pickle/nnU-Net raise many kinds; all mean "this model won't load"
+                raise SegmentError(f"cannot load the nnU-Net model: {_one_line(exc)}", _culprit(model)) from exc
         self._rw = self._p.plans_manager.image_reader_writer_class()
 
-    def predict_file(self, image: Path, work: Path) -> np.ndarray:
+    def predict_file(self, image: Path, work: Path, where: str | None = None) -> np.ndarray:
         """Mask for one exported ``{case}_0000.nii.gz``, as an array in the file's own voxel order.
 
         The model's own reader/writer (plans.json ``image_reader_writer``) loads the input and writes the
@@ -220,22 +285,30 @@ class Predictor:
         import nibabel as nib
 
         out = work / (image.name.replace("_0000.nii.gz", "") + "_seg.nii.gz")
-        with _quiet(image.name):
-            data, props = self._rw.read_images([str(image)])
-            seg = self._p.predict_single_npy_array(data, props, None, None, False)
-            self._rw.write_seg(seg, str(out), props)
-        arr = np.asarray(nib.load(str(out)).dataobj)
-        out.unlink()
+        try:
+            with _quiet(image.name):
+                data, props = self._rw.read_images([str(image)])
+                seg = self._p.predict_single_npy_array(data, props, None, None, False)
+                self._rw.write_seg(seg, str(out), props)
+            arr = np.asarray(nib.load(str(out)).dataobj)
+        except Exception as exc:  # SimpleITK/torch/nnU-Net errors on this input: this case fails, not the run
+            log.debug("nnU-Net failed on %s", image, exc_info=True)
+            raise SegmentError(f"nnU-Net could not segment this case: {type(exc).__name__}: {_one_line(exc)}",
+                               where or str(image)) from exc
+        finally:
+            out.unlink(missing_ok=True)
         return arr
 
 
 def predict_case(predictor: Predictor, case: Case, config: SegmentationConfig, work: Path) -> np.ndarray:
     """Export one case, predict, and return the mask on the grid of phase ``input_phase``."""
-    ref_path = case.phases[min(max(config.input_phase, 0), len(case.phases) - 1)]
+    ref_path = reference_phase(case, config.input_phase)
     ref = load(ref_path)
     image = export_case(case, work / "imagesTs", config)
-    seg = predictor.predict_file(image, work)
-    image.unlink()
+    try:
+        seg = predictor.predict_file(image, work, where=str(ref_path))
+    finally:
+        image.unlink(missing_ok=True)
     if seg.shape != ref.shape:
         raise SegmentError(f"predicted mask shape {seg.shape} differs from the image {ref.shape}", str(ref_path))
     return (seg > 0).astype(np.uint8)

@@ -21,7 +21,8 @@ from etl.errors import ConfigError, EtlError, SegmentError
 from etl.layout import Layout
 from etl.progress import track
 from etl.segment.config import SegmentationConfig, load_config
-from etl.segment.io import Case, find_cases, load, read_array, read_phases, spacing_of, write_nifti
+from etl.segment.io import (Case, grid_difference, load, read_array, read_phases, reference_phase, same_grid,
+                            scan_cases, spacing_of, write_nifti)
 
 log = logging.getLogger("etl.segment")
 
@@ -52,13 +53,7 @@ class RunResult:
 
 
 def _reference(case: Case, config: SegmentationConfig) -> Path:
-    """The phase whose grid the mask is written on (the network input phase; 0001 in MAMA-MIA)."""
-    n = len(case.phases)
-    k = config.input_phase if config.input_phase >= 0 else n + config.input_phase
-    if not 0 <= k < n:
-        raise SegmentError(f"input phase {config.input_phase} requested but the case has {n} phases",
-                           str(case.phases[0].parent))
-    return case.phases[k]
+    return reference_phase(case, config.input_phase)
 
 
 WORK_PREFIX = ".segment-work-"
@@ -82,7 +77,12 @@ def _ftv_one(args: tuple[Case, SegmentationConfig, str]) -> str:
     ref = load(_reference(case, config))
     spacing = spacing_of(ref)
     box = read_box(Path(info_path), config.ftv.lesion_box_key, ref.shape, spacing, config.ftv.box_margin_mm)
-    mask = ftv_mask(phases, spacing, config.ftv, box)
+    try:
+        mask = ftv_mask(phases, spacing, config.ftv, box)
+    except SegmentError as exc:  # ftv_mask works on arrays: name the case's folder here
+        if exc.where:
+            raise
+        raise SegmentError(exc.what, str(case.phases[0].parent)) from exc
     write_nifti(case.automatic, mask, ref)
     return case.patient_id
 
@@ -107,10 +107,13 @@ def run_segmentation(
     method = method or config.method
     if method not in ("nnunet", "ftv"):
         raise ConfigError(f"unknown segmentation method {method!r}", "--method")
-    cases = find_cases(layout)
+    cases, unusable = scan_cases(layout)
     _clear_stale_temps(layout.root, cases)
     todo = [c for c in cases if not c.automatic.exists()]
     result = RunResult(method=method, device="cpu", skipped=[c.patient_id for c in cases if c.automatic.exists()])
+    for pid, exc in unusable:  # e.g. a missing phase: recorded, the other cases go on
+        log.error("%s: %s", pid, exc.message)
+        result.failed.append((pid, exc.message))
     if result.skipped:
         log.info("%d of %d cases already have a mask; resuming with %d", len(result.skipped), len(cases), len(todo))
 
@@ -145,20 +148,29 @@ def run_segmentation(
             pid = todo[out.index].patient_id
             if out.ok:
                 result.written.append(pid)
-            else:
-                log.error("%s: %s: %s", pid, out.error_kind, out.message)
+            else:  # an expected fault is its one-line message; a bug also names its exception type
+                why = out.message if out.traceback is None else f"{out.error_kind}: {out.message}"
+                log.error("%s: %s", pid, why)
                 if out.traceback:
                     log.debug("%s", out.traceback)
-                result.failed.append((pid, f"{out.error_kind}: {out.message}"))
+                result.failed.append((pid, why))
         result.written.sort()
 
-    result.qc = quality_table(cases, config)
+    result.qc, qc_failed = quality_table(cases, config)
+    for pid, why in qc_failed:
+        log.error("%s: QC: %s", pid, why)
+    result.failed.extend(qc_failed)
     result.qc_path = write_qc(result.qc, layout.root / QC_FILE)
     return result
 
 
-def case_quality(case: Case, config: SegmentationConfig) -> dict[str, object]:
-    """One QC row (see etl/segment/metrics.py for the conventions on empty masks)."""
+def case_quality(case: Case, config: SegmentationConfig) -> tuple[dict[str, object], str | None]:
+    """One QC row, and why the expert comparison failed (None when it did not); see etl/segment/metrics.py
+    for the conventions on empty masks.
+
+    An unreadable automatic mask raises (there is no row to write); an expert mask that cannot be compared
+    (unreadable, or on another grid) leaves the row's expert columns null and is reported.
+    """
     from etl.segment.metrics import agreement, component_count, volume_mm3
 
     img = load(case.automatic)
@@ -171,22 +183,40 @@ def case_quality(case: Case, config: SegmentationConfig) -> dict[str, object]:
         "has_expert": case.expert.exists(),
         "expert_volume_mm3": None, "dice": None, "hd95_mm": None, "msd_mm": None,
     }
-    if case.expert.exists():
+    if not case.expert.exists():
+        return row, None
+    try:
         ref_img = load(case.expert)
-        if ref_img.shape != img.shape or not np.allclose(ref_img.affine, img.affine, atol=1e-3):
-            raise SegmentError("expert mask is not on the grid of the automatic mask", str(case.expert))
+        if not same_grid(ref_img, img):
+            raise SegmentError(f"expert mask is not on the grid of the automatic mask: {grid_difference(ref_img, img)}",
+                               str(case.expert))
         ref = read_array(case.expert, np.float32) > 0.5
-        a = agreement(mask, ref, spacing)
-        row.update(expert_volume_mm3=volume_mm3(ref, spacing), dice=a.dice,
-                   hd95_mm=None if np.isnan(a.hd95_mm) else a.hd95_mm,
-                   msd_mm=None if np.isnan(a.msd_mm) else a.msd_mm)
-    return row
+    except EtlError as exc:
+        return row, exc.message
+    a = agreement(mask, ref, spacing)
+    row.update(expert_volume_mm3=volume_mm3(ref, spacing), dice=a.dice,
+               hd95_mm=None if np.isnan(a.hd95_mm) else a.hd95_mm,
+               msd_mm=None if np.isnan(a.msd_mm) else a.msd_mm)
+    return row, None
 
 
-def quality_table(cases: list[Case], config: SegmentationConfig) -> pd.DataFrame:
-    rows = [case_quality(c, config) for c in cases if c.automatic.exists()]
+def quality_table(cases: list[Case], config: SegmentationConfig) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """QC rows of every case with an automatic mask, and the (patient_id, reason) of the cases QC could not
+    fully score; one bad case never stops the table."""
+    rows, failed = [], []
+    for c in cases:
+        if not c.automatic.exists():
+            continue
+        try:
+            row, why = case_quality(c, config)
+        except EtlError as exc:  # the automatic mask itself is unreadable: no row
+            failed.append((c.patient_id, f"{exc.message}; delete it to segment the case again"))
+            continue
+        rows.append(row)
+        if why:
+            failed.append((c.patient_id, why))
     df = pd.DataFrame(rows, columns=list(QC_COLUMNS))
-    return df.astype(QC_COLUMNS).sort_values("patient_id", ignore_index=True)
+    return df.astype(QC_COLUMNS).sort_values("patient_id", ignore_index=True), failed
 
 
 def write_qc(df: pd.DataFrame, target: Path) -> Path:

@@ -96,17 +96,28 @@ def test_tiny_model_dice_on_unseen_phantoms(nnunet_run) -> None:
 
 
 @pytest.mark.slow
-def test_masks_on_the_image_grid(nnunet_run, tmp_path: Path) -> None:
-    """Same shape, affine and codes as phase 0001, also for a grid unlike the training grid."""
+def test_masks_on_the_image_grid(nnunet_run, tmp_path: Path, rewrite_case) -> None:
+    """Same shape, affine and codes as phase 0001, also for grids unlike the training grid: other spacing,
+    an oblique affine, a sagittal orientation, and an all-zero image."""
+    from etl.segment.io import write_nifti
     from etl.segment.stage import run_segmentation
     from etl.segment.synthetic import stage_phantoms
 
     root, _ = nnunet_run
     odd = tmp_path / "odd"
     stage_phantoms(odd, [7101], shape=(56, 60, 20), spacing=(2.3, 1.9, 4.5))
-    run_segmentation(odd, method="nnunet", device="cpu")
-    layout_a, layout_b = Layout.from_definition(root), Layout.from_definition(odd)
-    pairs = [(layout_a, c.patient_id) for c in find_cases(layout_a)] + [(layout_b, "SYN_7101")]
+    stage_phantoms(odd, [7102, 7103, 7104])
+    rewrite_case(odd, "SYN_7102", "oblique")
+    rewrite_case(odd, "SYN_7103", "sagittal")
+    layout_b = Layout.from_definition(odd)
+    for p in layout_b.images("SYN_7104"):
+        img = nib.load(str(p))
+        write_nifti(p, np.zeros(img.shape), img, dtype=np.int16)
+    res = run_segmentation(odd, method="nnunet", device="cpu")
+    assert not res.failed and len(res.written) == 4
+    layout_a = Layout.from_definition(root)
+    pairs = [(layout_a, c.patient_id) for c in find_cases(layout_a)] + [(layout_b, c.patient_id)
+                                                                          for c in find_cases(layout_b)]
     for layout, pid in pairs:
         img = nib.load(str(layout.image(pid, 1)))
         mask = nib.load(str(layout.automatic_mask(pid)))
@@ -116,7 +127,11 @@ def test_masks_on_the_image_grid(nnunet_run, tmp_path: Path) -> None:
         assert int(mask.header["sform_code"]) == int(img.header["sform_code"])
         assert mask.get_data_dtype() == np.uint8
         assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
-        assert nib.aff2axcodes(mask.affine) == ("L", "P", "S")
+        assert nib.aff2axcodes(mask.affine) == nib.aff2axcodes(img.affine)
+    assert nib.aff2axcodes(nib.load(str(layout_b.automatic_mask("SYN_7103"))).affine) != ("L", "P", "S")
+    qc = res.qc.set_index("patient_id")
+    assert qc.loc["SYN_7102", "dice"] >= 0.8  # rotating the affine leaves the voxels, and the prediction, alone
+    assert qc.loc["SYN_7104", "mask_volume_mm3"] == 0.0  # nothing in, nothing out, no crash
 
 
 def test_errors_are_one_line(cli, phantom_staged: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
