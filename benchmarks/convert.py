@@ -186,11 +186,14 @@ def main() -> None:
     print("| tool | cores | convert s | command s | out MB | peak MB | convert / ours |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
-        ours = next(r for r in rows if r["tool"] == "ours (mamamia)" and r["cores"] == row["cores"])
+        ours = next((r for r in rows if r["tool"] == "ours (mamamia)" and r["cores"] == row["cores"]), None)
+        ratio = f"{row['convert'] / ours['convert']:.2f}" if ours else "-"  # --only without ours: no ratio
         print(f"| {row['tool']} | {row['cores']} | {row['convert']:.3f} | {row['command']:.3f} | {row['out_mb']:.1f} | "
-              f"{row['peak_mb']:.0f} | {row['convert'] / ours['convert']:.2f} |")
+              f"{row['peak_mb']:.0f} | {ratio} |")
     for cores in sorted({r["cores"] for r in rows}):
-        ours = next(r for r in rows if r["tool"] == "ours (mamamia)" and r["cores"] == cores)
+        ours = next((r for r in rows if r["tool"] == "ours (mamamia)" and r["cores"] == cores), None)
+        if ours is None:
+            continue
         peers = [r for r in rows if r["cores"] == cores and not r["tool"].startswith("ours")
                  and "-z n" not in r["tool"]]
         if peers:

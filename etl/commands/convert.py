@@ -65,45 +65,45 @@ def convert_case(job: CaseJob) -> dict[str, Any]:
 
 
 def is_single_case(root: Path) -> bool:
-    """One case or a folder of cases? A case folder holds DICOM files itself, only series folders named by
-    UID, or subfolders that all belong to one study; otherwise each subfolder is a case."""
+    """One case or a folder of cases? A case folder holds DICOM images itself, only series folders named by
+    UID, or subfolders whose images all belong to one patient (several series or studies of one patient);
+    otherwise each subfolder is a case. A DICOMDIR (no pixels) does not make a folder a case."""
     entries = [p for p in root.iterdir() if not p.name.startswith(".")]
     subdirs = sorted(p for p in entries if p.is_dir())
-    files = [p for p in entries if p.is_file()]
-    if not subdirs or any(_looks_dicom(f) for f in files):
+    files = sorted(p for p in entries if p.is_file())
+    if not subdirs or any(_image_header(f) is not None for f in files):
         return True
     if all(UID_DIR.match(p.name) for p in subdirs):
         return True
-    studies = {_study_of(d) for d in subdirs}
-    return len(subdirs) > 1 and len(studies) == 1 and None not in studies
+    owners = {_owner_of(d) for d in subdirs}
+    media = any(f.name.upper() == "DICOMDIR" for f in files)  # a DICOM medium: one patient on it is one case
+    return (len(subdirs) > 1 or media) and len(owners) == 1 and None not in owners
 
 
-def _study_of(folder: Path) -> str | None:
-    """StudyInstanceUID of the first DICOM image under ``folder`` (None if there is none)."""
+def _image_header(path: Path) -> Any:
+    """Header facts of a DICOM image file, None for anything else (non-DICOM, DICOMDIR, broken files)."""
+    from pydicom.errors import InvalidDicomError
+
     from etl.errors import DicomError
-    from etl.transform.dicom_series import read_header
+    from etl.transform.dicom_series import looks_like_dicom, read_header
 
+    if not looks_like_dicom(path):
+        return None
+    try:
+        return read_header(path)
+    except (DicomError, InvalidDicomError, OSError):  # a broken file is reported when its case is converted
+        return None
+
+
+def _owner_of(folder: Path) -> tuple[str, str] | None:
+    """(PatientID, or StudyInstanceUID when there is none) of the first DICOM image under ``folder``."""
     for dirpath, dirnames, filenames in sorted(os.walk(folder)):
         dirnames.sort()
         for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if _looks_dicom(path):
-                try:
-                    head = read_header(path)
-                except DicomError:  # a broken file is reported when its case is converted, not here
-                    continue
-                if head is not None:
-                    return head.study_uid
+            head = _image_header(Path(dirpath) / name)
+            if head is not None:
+                return ("patient", head.patient_id) if head.patient_id else ("study", head.study_uid)
     return None
-
-
-def _looks_dicom(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return head[128:132] == b"DICM"
 
 
 def plan(dicom_dir: Path, out_dir: Path, profile: str, patient_id: str | None,

@@ -389,3 +389,70 @@ def write_study(out_dir: str | Path, spec: StudySpec, seed: int) -> StudyTruth:
     return StudyTruth(spec=spec, root=out_dir, files=files, series_uids=series_uids, grid_affine=affine,
                       values=values, mask=mask, headers=expected, acquisition_times=[int(t) for t in times])
 
+
+
+def write_enhanced(truth: StudyTruth, path: str | Path, shuffle_seed: int | None = 0) -> Path:
+    """Re-encode a written (classic, one file per slice) study as one Enhanced MR multi-frame file.
+
+    Geometry, rescale and timing move into the functional groups (orientation and pixel measures shared;
+    position, frame content with TemporalPositionIndex and FrameAcquisitionDateTime per frame), the way
+    Enhanced MR Image Storage carries them; frames are shuffled unless ``shuffle_seed`` is None.
+    """
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import generate_uid
+
+    n = truth.spec.n_slices
+    frames = [pydicom.dcmread(f) for f in truth.files]  # phase-major, slices along the normal
+    phase_of = [i // n for i in range(len(frames))]
+    order = list(range(len(frames)))
+    if shuffle_seed is not None:
+        order = [int(i) for i in np.random.default_rng(shuffle_seed).permutation(len(frames))]
+    first = frames[0]
+    ds = Dataset()
+    ds.file_meta = first.file_meta
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    per_frame_tags = {"ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
+                      "RescaleSlope", "RescaleIntercept", "RescaleType", "AcquisitionTime", "ContentTime",
+                      "TemporalPositionIdentifier", "TriggerTime", "InstanceNumber", "SliceLocation",
+                      "SOPInstanceUID", "PixelData"}
+    for elem in first:
+        if elem.keyword not in per_frame_tags and elem.keyword != "SOPClassUID":
+            ds.add(elem)
+    ds.SeriesInstanceUID = truth.series_uids[0]
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds.NumberOfFrames = len(frames)
+    shared = Dataset()
+    orient, measures = Dataset(), Dataset()
+    orient.ImageOrientationPatient = first.ImageOrientationPatient
+    measures.PixelSpacing = first.PixelSpacing
+    measures.SliceThickness = first.SliceThickness
+    shared.PlaneOrientationSequence = Sequence([orient])
+    shared.PixelMeasuresSequence = Sequence([measures])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per = []
+    for i in order:
+        f = frames[i]
+        item, pos, content = Dataset(), Dataset(), Dataset()
+        pos.ImagePositionPatient = f.ImagePositionPatient
+        content.TemporalPositionIndex = phase_of[i] + 1
+        content.FrameAcquisitionDateTime = f"{f.AcquisitionDate}{f.AcquisitionTime}" if "AcquisitionDate" in f else \
+            f"19700101{f.AcquisitionTime}"
+        content.StackID = "1"
+        content.InStackPositionNumber = i % n + 1
+        item.PlanePositionSequence = Sequence([pos])
+        item.FrameContentSequence = Sequence([content])
+        if "RescaleSlope" in f:
+            pvt = Dataset()
+            pvt.RescaleSlope, pvt.RescaleIntercept, pvt.RescaleType = f.RescaleSlope, f.RescaleIntercept, "US"
+            item.PixelValueTransformationSequence = Sequence([pvt])
+        per.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per)
+    ds.PixelData = b"".join(frames[i].PixelData for i in order)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    return path

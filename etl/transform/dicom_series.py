@@ -36,6 +36,8 @@ log = logging.getLogger("etl.transform.dicom_series")
 _RAW_LE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 # Tags that tell phases of one series apart, in order of trust.
 TEMPORAL_TAGS = ("TemporalPositionIdentifier", "AcquisitionNumber", "TriggerTime", "AcquisitionTime")
+# ImageType value 3 of scout/localizer images (ignored: they are never a phase of the dynamic series).
+LOCALIZER_TYPES = {"LOCALIZER", "SCOUT", "LOCALISER"}
 ORIENTATION_TOL = 1e-4  # cosine difference accepted as "same orientation"
 SPACING_REL_TOL = 0.01  # slice gaps may differ from the median by 1 % (rounding in positions)
 
@@ -62,6 +64,14 @@ class Slice:
     transfer_syntax: str
     bits_allocated: int = 16
     signed: bool = False
+    bits_stored: int | None = None
+    sop_uid: str = ""
+    patient_id: str = ""
+    image_type: tuple[str, ...] = ()
+    study_clock: float | None = None  # StudyDate/StudyTime in seconds (orders the studies of a patient folder)
+    geometry_error: str | None = None  # why the slice has no usable geometry (missing IOP/IPP/PixelSpacing)
+    n_frames: int = 1  # frames in the file (Enhanced MR multi-frame); expanded into one Slice per frame
+    frame: int | None = None  # this Slice's frame index in a multi-frame file
     header: Any = None  # pydicom Dataset (pixel data not loaded), read on first use of ``ds``
 
     @property
@@ -74,6 +84,15 @@ class Slice:
     @property
     def normal(self) -> np.ndarray:
         return np.cross(self.iop[:3], self.iop[3:])
+
+    @property
+    def is_localizer(self) -> bool:
+        return any(t.upper() in LOCALIZER_TYPES for t in self.image_type[2:])
+
+    @property
+    def signature(self) -> tuple:
+        """What the phases of one dynamic acquisition share: orientation, matrix, pixel spacing."""
+        return (tuple(np.round(self.iop, 3)), self.rows, self.cols, tuple(np.round(self.pixel_spacing, 4)))
 
 
 @dataclass
@@ -110,19 +129,32 @@ class Inventory:
     n_files: int = 0
     n_non_dicom: int = 0
     n_non_image: int = 0
+    n_duplicates: int = 0  # files repeating an already seen SOPInstanceUID (ignored)
+    n_localizers: int = 0  # scout/localizer images (ignored)
+    n_no_geometry: int = 0  # images of series without any patient geometry (screen captures; ignored)
     series: dict[str, list[Slice]] = field(default_factory=dict)
     phases: list[Phase] = field(default_factory=list)
     ignored_series: list[str] = field(default_factory=list)
+    ignored_studies: list[str] = field(default_factory=list)
+    series_errors: dict[str, str] = field(default_factory=dict)  # ignored series that failed their checks
 
     def describe(self) -> list[str]:
         """Human-readable lines for --dry-run."""
         lines = [
             f"{self.root}: {self.n_files} files, {sum(len(v) for v in self.series.values())} DICOM images in "
-            f"{len(self.series)} series, {self.n_non_dicom} non-DICOM, {self.n_non_image} DICOM without pixels"
+            f"{len(self.series)} series, {self.n_non_dicom} non-DICOM, {self.n_non_image} DICOM without pixels, "
+            f"{self.n_duplicates} duplicate files, {self.n_localizers} localizer images, "
+            f"{self.n_no_geometry} images without geometry"
         ]
+        for study in self.ignored_studies:
+            lines.append(f"  study {study}: ignored (a later study of the patient; only the first is converted)")
         for uid, slices in sorted(self.series.items(), key=lambda kv: (kv[1][0].series_number or 0, kv[0])):
             desc = str(slices[0].ds.get("SeriesDescription", "")).strip()
             flag = " (ignored: other geometry)" if uid in self.ignored_series else ""
+            if slices[0].study_uid in self.ignored_studies:
+                flag = " (ignored: later study)"
+            if uid in self.series_errors:
+                flag = f" (ignored: {self.series_errors[uid]})"
             lines.append(f"  series {uid} #{slices[0].series_number} '{desc}': {len(slices)} images{flag}")
         t0 = self.phases[0].time if self.phases and self.phases[0].time is not None else None
         for i, ph in enumerate(self.phases):
@@ -142,18 +174,20 @@ def _float(value: Any) -> float | None:
         return None
 
 
-def _clock(ds: Any) -> float | None:
+_ACQ_CLOCK_TAGS = (("AcquisitionDate", "AcquisitionTime"), ("ContentDate", "ContentTime"), ("SeriesDate", "SeriesTime"))
+
+
+def _clock(ds: Any, pairs: tuple[tuple[str, str], ...] = _ACQ_CLOCK_TAGS) -> float | None:
     """Acquisition time as seconds since an epoch, from the first of the tags that has it (``ds.get``)."""
     import datetime as dt
 
-    adt = ds.get("AcquisitionDateTime")
+    adt = ds.get("AcquisitionDateTime") if pairs is _ACQ_CLOCK_TAGS else None
     if adt:
         try:
             return DT(str(adt)).timestamp()  # type: ignore[union-attr]
         except (ValueError, TypeError, OverflowError):
             pass
-    for date_tag, time_tag in (("AcquisitionDate", "AcquisitionTime"), ("ContentDate", "ContentTime"),
-                               ("SeriesDate", "SeriesTime")):
+    for date_tag, time_tag in pairs:
         t = ds.get(time_tag)
         if not t:
             continue
@@ -176,7 +210,8 @@ def _clock(ds: Any) -> float | None:
 def _where(slice_: Slice | None = None, series: str | None = None, path: Path | None = None) -> str:
     uid = series or (slice_.series_uid if slice_ else "?")
     p = path or (slice_.path if slice_ else None)
-    return f"series {uid}, file {p}" if p else f"series {uid}"
+    frame = f" frame {slice_.frame}" if slice_ is not None and slice_.frame is not None else ""
+    return f"series {uid}, file {p}{frame}" if p else f"series {uid}"
 
 
 def read_header(path: Path) -> Slice | None:
@@ -186,17 +221,49 @@ def read_header(path: Path) -> Slice | None:
     walker that reads only the tags the inventory needs (~20x faster than a full parse, which matters at
     120-200 files per phase); anything else goes through pydicom.
     """
+    from pydicom.errors import InvalidDicomError
+
     fast = _fast_header(path)
     if fast is not None:
         return fast if fast is not _NO_PIXELS else None
-    return _pydicom_header(path)
+    try:
+        return _pydicom_header(path)
+    except InvalidDicomError:
+        if not _headless_dicom(path):
+            raise
+        return _pydicom_header(path, force=True)  # no preamble/'DICM' (old archives): a bare data set
 
 
-def _pydicom_header(path: Path) -> Slice | None:
+def _headless_dicom(path: Path) -> bool:
+    """A file without preamble that starts like a bare little-endian data set (group 0x0002 or 0x0008)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False
+    if len(head) < 8 or head[1] != 0 or head[0] not in (0x02, 0x08) or head[3] != 0:
+        return False
+    vr = head[4:6]
+    return (vr.isalpha() and vr.isupper()) or struct.unpack_from("<I", head, 4)[0] < 1 << 16  # explicit or implicit
+
+
+def looks_like_dicom(path: Path) -> bool:
+    """Cheap sniff: 'DICM' at offset 128, or a preamble-less bare data set."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM" or _headless_dicom(path)
+
+
+def _pydicom_header(path: Path, force: bool = False) -> Slice | None:
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path, defer_size=1024)
+        ds = pydicom.dcmread(path, defer_size=1024, force=force)
+        if force and "SOPClassUID" not in ds and "PixelData" not in ds:
+            raise InvalidDicomError("not a DICOM data set")
     except InvalidDicomError:
         raise
     except (EOFError, OSError, ValueError, KeyError, IndexError, TypeError, NotImplementedError) as exc:
@@ -204,12 +271,16 @@ def _pydicom_header(path: Path) -> Slice | None:
     if "PixelData" not in ds:
         return None
     raw = ds.get_item("PixelData", keep_deferred=True)
-    tsyntax = str(ds.file_meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
+    meta = getattr(ds, "file_meta", None)
+    tsyntax = str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2") if meta is not None else "1.2.840.10008.1.2")
+    if force and (meta is None or "TransferSyntaxUID" not in meta):  # bare data set: the encoding pydicom found
+        implicit, little = ds.original_encoding
+        tsyntax = "1.2.840.10008.1.2.2" if not little else ("1.2.840.10008.1.2" if implicit else _EXPLICIT_LE)
     offset: int | None = None
     length = 0
     rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     bits = int(ds.get("BitsAllocated") or 16)
-    expected = rows * cols * (bits // 8) * int(ds.get("SamplesPerPixel") or 1)
+    expected = rows * cols * (bits // 8) * int(ds.get("SamplesPerPixel") or 1) * int(_float(ds.get("NumberOfFrames")) or 1)
     if getattr(raw, "value_tell", None) is not None and getattr(raw, "value", None) is None:
         length = int(raw.length)
         if length != 0xFFFFFFFF:
@@ -233,19 +304,23 @@ def _make_slice(path: Path, get: Any, tsyntax: str, offset: int | None, length: 
     rows, cols = int(get("Rows") or 0), int(get("Columns") or 0)
     bits = int(get("BitsAllocated") or 16)
     frames = int(_float(get("NumberOfFrames")) or 1)
-    if frames != 1:
-        raise DicomError(f"multi-frame images ({frames} frames) are not supported", str(path))
     vectors = {}
+    geometry_error = None
     for tag, n in (("ImageOrientationPatient", 6), ("ImagePositionPatient", 3), ("PixelSpacing", 2)):
         value = get(tag)
         try:
             vec = [float(x) for x in value] if value is not None else []
         except (TypeError, ValueError):
             vec = []
-        if len(vec) != n:
-            raise DicomError(f"missing or malformed {tag}", _where(series=series_uid, path=path))
+        if len(vec) != n or not all(math.isfinite(x) for x in vec):
+            geometry_error = geometry_error or f"missing or malformed {tag}"
+            vec = [0.0] * n
         vectors[tag] = vec
     series_number = get("SeriesNumber")
+    image_type = get("ImageType")
+    if isinstance(image_type, str):
+        image_type = image_type.split("\\")
+    bits_stored = get("BitsStored")
     return Slice(
         path=path,
         study_uid=str(get("StudyInstanceUID") or ""),
@@ -265,6 +340,13 @@ def _make_slice(path: Path, get: Any, tsyntax: str, offset: int | None, length: 
         transfer_syntax=tsyntax,
         bits_allocated=bits,
         signed=int(get("PixelRepresentation") or 0) == 1,
+        bits_stored=int(bits_stored) if bits_stored not in (None, "") else None,
+        sop_uid=str(get("SOPInstanceUID") or ""),
+        patient_id=str(get("PatientID") or ""),
+        image_type=tuple(str(t).strip() for t in (image_type or ())),
+        study_clock=_clock(_Getter(get), (("StudyDate", "StudyTime"),)),
+        geometry_error=geometry_error,
+        n_frames=frames,
         header=ds,
     )
 
@@ -292,6 +374,8 @@ _WANTED = {  # tag -> (keyword, kind)
     0x0008002A: ("AcquisitionDateTime", "str"), 0x00080022: ("AcquisitionDate", "str"),
     0x00080032: ("AcquisitionTime", "str"), 0x00080023: ("ContentDate", "str"), 0x00080033: ("ContentTime", "str"),
     0x00080021: ("SeriesDate", "str"), 0x00080031: ("SeriesTime", "str"),
+    0x00080020: ("StudyDate", "str"), 0x00080030: ("StudyTime", "str"), 0x00080018: ("SOPInstanceUID", "str"),
+    0x00100020: ("PatientID", "str"), 0x00080008: ("ImageType", "multi"), 0x00280101: ("BitsStored", "us"),
 }
 _HEAD = 16384
 
@@ -400,12 +484,79 @@ def _fast_header(path: Path) -> Slice | None:
     pixel_start = pos + 12
     rows, cols = int(values.get("Rows") or 0), int(values.get("Columns") or 0)
     bits = int(values.get("BitsAllocated") or 16)
-    expected = rows * cols * (bits // 8) * int(values.get("SamplesPerPixel") or 1)
+    expected = (rows * cols * (bits // 8) * int(values.get("SamplesPerPixel") or 1) *
+                int(_float(values.get("NumberOfFrames")) or 1))
     if pixel_start + length > size or length < expected:
         raise DicomError(f"truncated file: pixel data needs {max(length, expected)} bytes at offset {pixel_start}, "
                          f"file has {size}", str(path))
     offset = pixel_start if bits in (8, 16) and int(values.get("SamplesPerPixel") or 1) == 1 else None
     return _make_slice(path, values.get, tsyntax or _EXPLICIT_LE, offset, length)
+
+
+def _group(groups: list[Any], seq: str, key: str) -> Any:
+    """``key`` of the first item of functional group ``seq`` in the first of ``groups`` that has it."""
+    for grp in groups:
+        if grp is not None and seq in grp and grp[seq].value and key in grp[seq].value[0]:
+            return grp[seq].value[0].get(key)
+    return None
+
+
+def expand_frames(s: Slice) -> list[Slice]:
+    """One Slice per frame of a multi-frame file (Enhanced MR: geometry, rescale and time per frame from the
+    per-frame and shared functional groups, else the top-level tags)."""
+    from dataclasses import replace
+
+    ds = pydicom.dcmread(s.path, stop_before_pixels=True, force=True)
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    per = ds.get("PerFrameFunctionalGroupsSequence") or []
+    if per and len(per) != s.n_frames:
+        raise DicomError(f"{len(per)} per-frame functional groups for {s.n_frames} frames", _where(s))
+    frame_bytes = s.rows * s.cols * (s.bits_allocated // 8)
+    out = []
+    for i in range(s.n_frames):
+        groups = [per[i] if per else None, shared]
+
+        def vec(seq: str, key: str, n: int, frame_groups: list[Any] = groups) -> list[float] | None:
+            value = _group(frame_groups, seq, key)
+            if value is None:
+                value = ds.get(key)
+            try:
+                v = [float(x) for x in value] if value is not None else []
+            except (TypeError, ValueError):
+                return None
+            return v if len(v) == n else None
+
+        iop = vec("PlaneOrientationSequence", "ImageOrientationPatient", 6)
+        ipp = vec("PlanePositionSequence", "ImagePositionPatient", 3)
+        spacing = vec("PixelMeasuresSequence", "PixelSpacing", 2)
+        missing = [k for k, v in (("ImageOrientationPatient", iop), ("ImagePositionPatient", ipp),
+                                  ("PixelSpacing", spacing)) if v is None]
+        slope = _float(_group(groups, "PixelValueTransformationSequence", "RescaleSlope"))
+        inter = _float(_group(groups, "PixelValueTransformationSequence", "RescaleIntercept"))
+        content = _group(groups, "FrameContentSequence", "FrameAcquisitionDateTime")
+        clock = s.clock
+        if content:
+            try:
+                clock = DT(str(content)).timestamp()  # type: ignore[union-attr]
+            except (ValueError, TypeError, OverflowError):
+                pass
+        temporal = dict(s.temporal)
+        tpi = _float(_group(groups, "FrameContentSequence", "TemporalPositionIndex"))
+        if tpi is not None:
+            temporal["TemporalPositionIdentifier"] = tpi
+        trig = _float(_group(groups, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime"))
+        if trig is not None:
+            temporal["TriggerTime"] = trig
+        out.append(replace(
+            s, iop=np.array(iop or [0.0] * 6), ipp=np.array(ipp or [0.0] * 3),
+            pixel_spacing=tuple(spacing) if spacing else (0.0, 0.0),  # type: ignore[arg-type]
+            slope=slope or s.slope, intercept=inter if inter is not None else s.intercept, clock=clock,
+            temporal=temporal, frame=i, n_frames=s.n_frames,
+            pixel_offset=None if s.pixel_offset is None else s.pixel_offset + i * frame_bytes,
+            sop_uid=f"{s.sop_uid}#{i}" if s.sop_uid else "",
+            geometry_error=f"frame {i}: missing {missing[0]}" if missing else None, header=ds))
+    return out
 
 
 def _files(root: Path) -> list[Path]:
@@ -422,40 +573,66 @@ def _files(root: Path) -> list[Path]:
 
 
 def _split_phases(uid: str, slices: list[Slice]) -> list[list[Slice]]:
-    """Split one series into phases: by temporal tag when slice positions repeat."""
+    """Split one series into phases when slice positions repeat, by the first temporal tag that does it.
+
+    A position seen ``m`` times means ``m`` phases. A tag splits the series when either its values form
+    exactly ``m`` groups of distinct positions (TemporalPositionIdentifier, AcquisitionNumber, ...), or, for
+    values that also vary slice by slice (acquisition/trigger times of 2D-like acquisitions), when every
+    position has ``m`` strictly increasing values whose ranks give ``m`` non-overlapping time windows.
+    """
     iop0 = slices[0].iop
     for s in slices[1:]:
         if np.max(np.abs(s.iop - iop0)) > ORIENTATION_TOL:
             raise DicomError("mixed slice orientations in one series", _where(s))
     normal = slices[0].normal
-    pos = np.array([round(float(s.ipp @ normal), 3) for s in slices])
-    if len(np.unique(pos)) == len(slices):
+    pos = [round(float(s.ipp @ normal), 3) for s in slices]
+    at: dict[float, list[int]] = defaultdict(list)
+    for i, p in enumerate(pos):
+        at[p].append(i)
+    m = max(len(v) for v in at.values())
+    if m == 1:
         return [slices]
     for tag in TEMPORAL_TAGS:
-        if tag == "AcquisitionTime":
-            keys = [s.clock for s in slices]
-        else:
-            keys = [s.temporal.get(tag) for s in slices]
+        keys = [s.clock for s in slices] if tag == "AcquisitionTime" else [s.temporal.get(tag) for s in slices]
         if any(k is None for k in keys):
             continue
-        groups: dict[float, list[Slice]] = defaultdict(list)
-        for k, s in zip(keys, slices):
-            groups[k].append(s)  # type: ignore[index]
-        if len(groups) < 2:
-            continue
-        ok = all(len({round(float(s.ipp @ normal), 3) for s in g}) == len(g) for g in groups.values())
-        if ok:
-            log.debug("series %s: %d phases by %s", uid, len(groups), tag)
-            return [groups[k] for k in sorted(groups)]
-    # No tag separates them: name a pair of files sharing a position.
-    seen: dict[float, Slice] = {}
-    for p, s in zip(pos, slices):
-        if p in seen:
-            raise DicomError(
-                f"duplicate slice position {p} mm that no temporal tag ({', '.join(TEMPORAL_TAGS)}) separates; "
-                f"also in {seen[p].path.name}", _where(s))
-        seen[p] = s
-    raise AssertionError("unreachable")
+        groups: dict[float, list[int]] = defaultdict(list)
+        for i, k in enumerate(keys):
+            groups[k].append(i)  # type: ignore[index]
+        if len(groups) == m and all(len({pos[i] for i in g}) == len(g) for g in groups.values()):
+            log.debug("series %s: %d phases by %s", uid, m, tag)
+            return [[slices[i] for i in groups[k]] for k in sorted(groups)]  # type: ignore[type-var]
+        ranked = _rank_split(at, keys, m)  # type: ignore[arg-type]
+        if ranked is not None:
+            log.debug("series %s: %d phases by %s ranks", uid, m, tag)
+            return [[slices[i] for i in g] for g in ranked]
+    # No tag separates them: name the problem and a file.
+    short = [(p, idx) for p, idx in at.items() if len(idx) != m]
+    if short:
+        p, idx = short[0]
+        raise DicomError(f"slice position {p} mm has {len(idx)} images where other positions have {m} "
+                         "(missing or extra slice in a multi-phase series)", _where(slices[idx[0]]))
+    p, idx = next((p, idx) for p, idx in at.items() if len(idx) > 1)
+    raise DicomError(
+        f"duplicate slice position {p} mm that no temporal tag ({', '.join(TEMPORAL_TAGS)}) separates; "
+        f"also in {slices[idx[0]].path.name}", _where(slices[idx[1]]))
+
+
+def _rank_split(at: dict[float, list[int]], keys: list[float], m: int) -> list[list[int]] | None:
+    """Phase i = the i-th time each position was acquired, if that gives ``m`` disjoint time windows."""
+    if any(len(idx) != m for idx in at.values()):
+        return None
+    groups: list[list[int]] = [[] for _ in range(m)]
+    for idx in at.values():
+        ordered = sorted(idx, key=lambda i: keys[i])
+        if any(keys[a] == keys[b] for a, b in zip(ordered, ordered[1:])):
+            return None
+        for rank, i in enumerate(ordered):
+            groups[rank].append(i)
+    windows = [(min(keys[i] for i in g), max(keys[i] for i in g)) for g in groups]
+    if any(hi >= lo for (_, hi), (lo, _) in zip(windows, windows[1:])):
+        return None
+    return groups
 
 
 def phase_geometry(uid: str, slices: list[Slice]) -> tuple[list[Slice], np.ndarray]:
@@ -511,7 +688,14 @@ def phase_geometry(uid: str, slices: list[Slice]) -> tuple[list[Slice], np.ndarr
 
 
 def scan(root: str | Path, files: Iterable[Path] | None = None) -> Inventory:
-    """Inventory a case folder (or explicit files): series, phases in acquisition order, geometry checked."""
+    """Inventory a case folder (or explicit files): series, phases in acquisition order, geometry checked.
+
+    Ignored, and counted: non-DICOM files, DICOM without pixels (DICOMDIR, reports), repeated SOP
+    instances (copied files), localizer/scout images, series without patient geometry, later studies of
+    the patient (the first study with a dynamic series is converted), series of another geometry. A series
+    that fails its checks is an error unless it clearly is not part of the dynamic acquisition (another
+    geometry and fewer images than one phase).
+    """
     from pydicom.errors import InvalidDicomError
 
     root = Path(root)
@@ -519,6 +703,7 @@ def scan(root: str | Path, files: Iterable[Path] | None = None) -> Inventory:
         raise InputUnreadable("no such file or folder", str(root))
     inv = Inventory(root=root)
     by_series: dict[str, list[Slice]] = defaultdict(list)
+    seen_sop: set[str] = set()
     for path in (list(files) if files is not None else _files(root)):
         inv.n_files += 1
         try:
@@ -529,19 +714,43 @@ def scan(root: str | Path, files: Iterable[Path] | None = None) -> Inventory:
         if s is None:
             inv.n_non_image += 1
             continue
-        by_series[s.series_uid].append(s)
+        if s.sop_uid:
+            if s.sop_uid in seen_sop:
+                inv.n_duplicates += 1
+                log.debug("%s: repeats SOP instance %s; ignored", path, s.sop_uid)
+                continue
+            seen_sop.add(s.sop_uid)
+        if s.is_localizer:
+            inv.n_localizers += 1
+            continue
+        by_series[s.series_uid].extend(expand_frames(s) if s.n_frames > 1 else [s])
     inv.series = dict(by_series)
     if not by_series:
-        raise DicomError(f"no DICOM images found ({inv.n_files} files, {inv.n_non_dicom} not DICOM)", str(root))
+        raise DicomError(f"no DICOM images found ({inv.n_files} files, {inv.n_non_dicom} not DICOM, "
+                         f"{inv.n_localizers} localizers)", str(root))
 
     phases: list[Phase] = []
+    errors: dict[str, DicomError] = {}
     for uid, slices in by_series.items():
-        for group in _split_phases(uid, slices):
-            ordered, affine = phase_geometry(uid, group)
-            times = [s.clock for s in ordered if s.clock is not None]
-            trig = ordered[0].temporal.get("TriggerTime")
-            phases.append(Phase(series_uid=uid, slices=ordered, affine=affine, time=min(times) if times else None,
-                                temporal_key=("TriggerTime", trig)))
+        nogeo = [s for s in slices if s.geometry_error]
+        if nogeo and len(nogeo) == len(slices):
+            inv.n_no_geometry += len(slices)
+            inv.series_errors[uid] = f"no patient geometry: {nogeo[0].geometry_error}"
+            continue
+        try:
+            if nogeo:
+                raise DicomError(nogeo[0].geometry_error or "missing geometry", _where(nogeo[0]))
+            for group in _split_phases(uid, slices):
+                ordered, affine = phase_geometry(uid, group)
+                times = [s.clock for s in ordered if s.clock is not None]
+                trig = ordered[0].temporal.get("TriggerTime")
+                phases.append(Phase(series_uid=uid, slices=ordered, affine=affine,
+                                    time=min(times) if times else None, temporal_key=("TriggerTime", trig)))
+        except DicomError as exc:
+            errors[uid] = exc
+            phases = [ph for ph in phases if ph.series_uid != uid]
+    if not phases:
+        raise next(iter(errors.values())) if errors else DicomError("no series with patient geometry", str(root))
     # Phases of one series with one clock (e.g. Philips keeps AcquisitionTime): use the trigger time.
     by_uid: dict[str, list[Phase]] = defaultdict(list)
     for ph in phases:
@@ -552,17 +761,38 @@ def scan(root: str | Path, files: Iterable[Path] | None = None) -> Inventory:
                 trig = ph.temporal_key[1] if ph.temporal_key else None
                 ph.time = (ph.time or 0.0) + (trig or 0.0) / 1000.0
 
-    # The dynamic series: the largest set of phases sharing one geometry.
-    def signature(ph: Phase) -> tuple:
-        s = ph.slices[0]
-        return (tuple(np.round(s.iop, 3)), s.rows, s.cols, tuple(np.round(s.pixel_spacing, 4)))
-
+    # One study: the first (by study date/time) that has a multi-phase set, else the first.
     sets: dict[tuple, list[Phase]] = defaultdict(list)
     for ph in phases:
-        sets[signature(ph)].append(ph)
-    best = max(sets.values(), key=lambda g: (len(g), sum(len(p.slices) for p in g)))
-    inv.ignored_series = sorted({ph.series_uid for ph in phases if ph not in best} -
-                                {ph.series_uid for ph in best})
+        s0 = ph.slices[0]
+        sets[(s0.study_uid, s0.signature)].append(ph)
+    study_time: dict[str, float] = {}
+    for ph in phases:
+        s0 = ph.slices[0]
+        t = s0.study_clock if s0.study_clock is not None else (ph.time if ph.time is not None else math.inf)
+        study_time[s0.study_uid] = min(study_time.get(s0.study_uid, math.inf), t)
+    studies = sorted(study_time, key=lambda u: (study_time[u], u))
+    dynamic = [u for u in studies if any(len(g) > 1 for (su, _), g in sets.items() if su == u)]
+    study = (dynamic or studies)[0]
+    inv.ignored_studies = [u for u in studies if u != study]
+    if inv.ignored_studies:
+        log.warning("%s: %d studies; converting %s, ignoring %s", root, len(studies), study,
+                    ", ".join(inv.ignored_studies))
+    # The dynamic series: the largest set of phases of that study sharing one geometry.
+    best = max((g for (su, _), g in sets.items() if su == study),
+               key=lambda g: (len(g), sum(len(p.slices) for p in g)))
+    sig = best[0].slices[0].signature
+    per_phase = len(best[0].slices)
+    for uid, exc in errors.items():
+        slices = by_series[uid]
+        if slices[0].study_uid == study and (any(s.signature == sig for s in slices) or len(slices) >= per_phase):
+            raise exc  # could be (part of) the dynamic acquisition: never convert around it
+        inv.series_errors[uid] = exc.what
+        log.warning("%s: series %s ignored: %s", root, uid, exc.message)
+    in_best = {id(ph) for ph in best}
+    inv.ignored_series = sorted(({ph.series_uid for ph in phases if id(ph) not in in_best} |
+                                 {u for u in by_series if by_series[u][0].study_uid != study} |
+                                 set(inv.series_errors)) - {ph.series_uid for ph in best})
     counts = {len(ph.slices) for ph in best}
     if len(counts) > 1:
         most = max(counts, key=lambda c: sum(len(p.slices) == c for p in best))
@@ -601,17 +831,35 @@ def read_stored(phase: Phase) -> np.ndarray:
                 got = fh.readinto(memoryview(out[k]).cast("B"))
             if got != nbytes:
                 raise DicomError(f"truncated file: read {got} of {nbytes} pixel bytes", _where(s))
+            _sign_extend(out[k], s)
         else:
-            out[k] = _decode(s)
+            out[k] = _decode(s)  # pydicom applies BitsStored itself
     return out
+
+
+def _sign_extend(plane: np.ndarray, s: Slice) -> None:
+    """Signed values stored in fewer bits than allocated (e.g. 12 of 16): the raw bytes need sign extension."""
+    stored = s.bits_stored
+    if s.signed and stored and stored < 8 * plane.dtype.itemsize:
+        shift = 8 * plane.dtype.itemsize - stored
+        plane <<= shift
+        plane >>= shift  # arithmetic shift on a signed dtype
 
 
 def _decode(s: Slice) -> np.ndarray:
     """Decode one slice through pydicom's pixel handlers (compressed, big endian, odd layouts)."""
+    from pydicom.errors import InvalidDicomError
+
     try:
-        ds = pydicom.dcmread(s.path)
-        arr = ds.pixel_array
-    except (EOFError, OSError, ValueError, RuntimeError, NotImplementedError, AttributeError, TypeError) as exc:
+        if s.frame is not None:
+            from pydicom.pixels import pixel_array
+
+            arr = pixel_array(s.path, index=s.frame)
+        else:
+            ds = pydicom.dcmread(s.path, force=True)  # the inventory knows it is DICOM (maybe preamble-less)
+            arr = ds.pixel_array
+    except (EOFError, OSError, ValueError, RuntimeError, NotImplementedError, AttributeError, TypeError,
+            KeyError, IndexError, InvalidDicomError) as exc:
         raise DicomError(f"cannot decode pixel data ({s.transfer_syntax}): {exc}", _where(s)) from exc
     if arr.shape != (s.rows, s.cols):
         raise DicomError(f"pixel data shape {arr.shape} is not {s.rows}x{s.cols}", _where(s))

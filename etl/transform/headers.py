@@ -33,11 +33,21 @@ def variable_rules() -> dict[str, dict[str, Any]]:
     return rules
 
 
+def _functional_group_value(ds: Any, tag: str) -> Any:
+    """``tag`` inside the functional groups of a multi-frame (Enhanced MR) header: shared, then frame 0."""
+    for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = ds.get(seq) if seq in ds else None
+        if not groups:
+            continue
+        for elem in groups[0]:
+            if elem.VR == "SQ" and elem.value and tag in elem.value[0]:
+                return elem.value[0].get(tag)
+    return None
+
+
 def _values(ds: Any, tag: str) -> list[str]:
-    """A tag's values as stripped strings ([] when absent or empty)."""
-    if tag not in ds:
-        return []
-    value = ds.get(tag)
+    """A tag's values as stripped strings ([] when absent or empty); Enhanced MR functional groups too."""
+    value = ds.get(tag) if tag in ds else _functional_group_value(ds, tag)
     if value is None:
         return []
     items = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
