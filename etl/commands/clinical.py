@@ -49,12 +49,15 @@ def register(app: typer.Typer) -> None:
         import time
 
         from etl.atomic import write_text
-        from etl.tables import write_table
+        from etl.errors import InputUnreadable
+        from etl.tables import TABLE_SUFFIXES, write_table
         from etl.transform.clinical import Normalizer, load_collections, normalize_counts
         from etl.transform.table import build_table, cases_from_manifest
 
         log = logging.getLogger("etl.commands.clinical")
         start = time.monotonic()
+        if out.suffix.lower() not in TABLE_SUFFIXES:  # fail before the work, not after it
+            raise InputUnreadable(f"unsupported table format {out.suffix or '(none)'}; use .xlsx, .parquet or .csv", str(out))
         cases, skipped, manifest_path = cases_from_manifest(manifest, exclusions)
         folder_maps = load_collections(mappings)
         normalizer = Normalizer.load(mappings / "normalize.yaml" if mappings else None)
@@ -62,8 +65,9 @@ def register(app: typer.Typer) -> None:
         result.lineage["inputs"]["manifest"] = {"file": manifest_path.name, "cases": len(cases) + len(skipped)}
         result.lineage["excluded"] = skipped
         lineage_path = out.with_name(out.name + ".lineage.json")
-        write_table(result.table, out)
-        write_text(lineage_path, json.dumps(result.lineage, indent=2, sort_keys=False, default=str) + "\n")
+        lineage_text = json.dumps(result.lineage, indent=2, sort_keys=False, default=str) + "\n"
+        write_table(result.table, out)  # each write is atomic (temp file, then rename)
+        write_text(lineage_path, lineage_text)
         counts = ", ".join(f"{k} {v}" for k, v in result.lineage["collections"].items())
         if base is not None:
             norm = normalize_counts(result.normalizations)

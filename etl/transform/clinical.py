@@ -10,8 +10,9 @@ operations so that a curator can read every mapping without reading Python:
 ``combine``               a code map keyed by several columns (``"1,0": luminal``)
 ``cases``                 first matching condition wins; its result is a constant or another column
 
-A code that a map does not list is an error naming file, sheet, column, row and value, unless the rule says
-``on_unknown: null``. Carried-forward tables are cleaned by :class:`Normalizer` (``mappings/normalize.yaml``),
+Codes compare by meaning (``1``, ``1.0`` and ``" 1 "`` are one code; text codes ignore case and surrounding
+whitespace); a code that a map does not list is an error naming file, sheet, column, row and value, unless
+the rule says ``on_unknown: null``. Sheets are read by header text, wherever the header and columns sit. Carried-forward tables are cleaned by :class:`Normalizer` (``mappings/normalize.yaml``),
 which counts every change it makes.
 """
 
@@ -189,7 +190,7 @@ def _parse_source(s: Any, path: Path) -> SourceSpec:
     pid = s.get("patient_id") or {}
     if "match" not in pid or "format" not in pid:
         raise ConfigError("source.patient_id needs 'match' and 'format'", where)
-    missing = frozenset(_key(v) for v in (s.get("missing_codes") or []))
+    missing = _codes(s.get("missing_codes") or [], f"{where}.missing_codes")
     return SourceSpec(
         str(s.get("file", "")), sheets, default, _regex(pid["match"], f"{where}.patient_id.match"), str(pid["format"]), missing
     )
@@ -226,7 +227,7 @@ def _parse_rule(target: str, spec: Any, source: SourceSpec, path: Path) -> Rule:
     if "map" in params:
         if not isinstance(params["map"], dict):
             raise ConfigError("'map' must be a mapping code -> value", where)
-        params["map"] = {_key(k): v for k, v in params["map"].items()}
+        params["map"] = _code_map(params["map"], where)
     if params.get("round") is not None and params["round"] not in _ROUNDING:
         raise ConfigError(f"round must be one of {sorted(_ROUNDING)}", where)
     if params.get("type", "number") not in ("number", "text"):
@@ -236,8 +237,8 @@ def _parse_rule(target: str, spec: Any, source: SourceSpec, path: Path) -> Rule:
         if not isinstance(params.get("days_per_year"), (int, float)) or params["days_per_year"] <= 0:
             raise ConfigError("whole_years_from_days needs a positive days_per_year", where)
     if op == "any_of":
-        params["positive"] = {_key(v) for v in params.get("positive", [1])}
-        params["negative"] = {_key(v) for v in params.get("negative", [0])}
+        params["positive"] = _codes(params.get("positive", [1]), where)
+        params["negative"] = _codes(params.get("negative", [0]), where)
     return Rule(target, op, sheet, columns, params, on_unknown)
 
 
@@ -254,7 +255,10 @@ def _rule_columns(op: str, params: dict[str, Any], spec: dict[str, Any], where: 
         if op == "combine" and not isinstance(params.get("map"), dict):
             raise ConfigError("combine needs a 'map' keyed by comma-joined codes", where)
         if op == "combine":
-            params["map"] = {",".join(_key(p) for p in str(k).split(",")): v for k, v in params["map"].items()}
+            keyed = {",".join(_code(p) for p in str(k).split(",")): v for k, v in params["map"].items()}
+            if len(keyed) != len(params["map"]):
+                raise ConfigError("two keys of the combine map are the same combination", where)
+            params["map"] = keyed
         return tuple(_clean_name(c) for c in cols)
     # cases
     cases = params.get("cases")
@@ -291,7 +295,7 @@ def _parse_condition(cond: Any, where: str, cols: list[str]) -> tuple:
     col = _clean_name(cond["column"])
     cols.append(col)
     if "in" in cond:
-        return ("in", col, frozenset(_key(v) for v in cond["in"]))
+        return ("in", col, _codes(cond["in"], where))
     if cond.get("is") in ("number", "missing", "present"):
         return ("is", col, cond["is"])
     raise ConfigError("a condition needs 'in: [codes]' or 'is: number|missing|present'", where)
@@ -350,6 +354,37 @@ def _key(value: Any) -> str:
     return " ".join(str(value).split())
 
 
+def _code(value: Any) -> str:
+    """Canonical form of a code cell or a code in a mapping, so that edits that keep the meaning match.
+
+    ``1``, ``1.0``, ``"1"``, ``" 1.0 "`` are the same code (numbers stored as text); text codes match after
+    collapsing whitespace and ignoring case (``"NP"``, ``"np "``). Used for code lookups only, never for ids.
+    """
+    if isinstance(value, str):
+        num = _number(value)
+        if num is not None and math.isfinite(num):
+            return _key(num)
+        return _key(value).casefold()
+    return _key(value)
+
+
+def _codes(values: Any, where: str) -> frozenset[str]:
+    if not isinstance(values, list):
+        raise ConfigError("expected a list of codes", where)
+    return frozenset(_code(v) for v in values)
+
+
+def _code_map(mapping: dict[Any, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    seen: dict[str, Any] = {}
+    for k, v in mapping.items():
+        c = _code(k)
+        if c in seen:
+            raise ConfigError(f"map keys {seen[c]!r} and {k!r} are the same code", where)
+        seen[c], out[c] = k, v
+    return out
+
+
 def _number(value: Any) -> float | None:
     """The numeric value of a cell, or None if it is not a number."""
     if isinstance(value, bool) or value is None:
@@ -365,6 +400,33 @@ def _number(value: Any) -> float | None:
     return None
 
 
+def _fold(name: Any) -> str:
+    return _clean_name(name).casefold()
+
+
+def _closest(wanted: str, names: Iterable[str]) -> str:
+    """``"; closest: 'pCR'"`` for an error message about a name that is not there (never used as a match)."""
+    import difflib
+
+    folded: dict[str, str] = {}
+    for n in names:
+        folded.setdefault(_fold(n), n)
+    close = difflib.get_close_matches(_fold(wanted), list(folded), n=3, cutoff=0.6)
+    return f"; closest: {', '.join(repr(folded[c]) for c in close)}" if close else ""
+
+
+def _header_columns(row: tuple[Any, ...]) -> dict[str, list[int]]:
+    columns: dict[str, list[int]] = {}
+    for i, name in enumerate(row):
+        if name is not None and _clean_name(name):
+            columns.setdefault(_clean_name(name), []).append(i)
+    return columns
+
+
+def _blank(row: tuple[Any, ...]) -> bool:
+    return all(v is None or (isinstance(v, str) and not v.strip()) for v in row)
+
+
 @dataclass
 class SheetData:
     """One sheet: column name -> index, and each patient's row (with its spreadsheet row number)."""
@@ -372,19 +434,22 @@ class SheetData:
     spec: SheetSpec
     columns: dict[str, list[int]]
     rows: dict[str, tuple[int, tuple[Any, ...]]]
+    header_row: int = 0  # spreadsheet row of the column names (the declared name_row unless rows were added)
 
     def index(self, column: str, file: str) -> int:
+        where = f"{file}, sheet {self.spec.name!r}"
         hits = self.columns.get(column)
         if not hits:
             raise InputUnreadable(
-                f"column {column!r} not found in the header (row {self.spec.name_row})",
-                f"{file}, sheet {self.spec.name!r}",
+                f"column {column!r} not found in the header (row {self.header_row or self.spec.name_row})"
+                f"{_closest(column, self.columns)}",
+                where,
             )
         if len(hits) > 1:
             from etl.transform.xlsx_values import column_letter
 
             letters = ", ".join(column_letter(i) for i in hits)
-            raise ConfigError(f"column name {column!r} is ambiguous (columns {letters})", f"{file}, sheet {self.spec.name!r}")
+            raise ConfigError(f"column name {column!r} is ambiguous (columns {letters})", where)
         return hits[0]
 
 
@@ -397,7 +462,11 @@ class SourceData:
 
 
 def read_source(mapping: CollectionMapping, path: str | Path) -> SourceData:
-    """Read the sheets a mapping declares (cell values) and index their rows by table patient id."""
+    """Read the sheets a mapping declares (cell values) and index their rows by table patient id.
+
+    Sheets are found by exact name, columns by header text (whitespace runs collapsed) in any order; a
+    column that is not there is an error that suggests the closest names present.
+    """
     from etl.transform.xlsx_values import ValueWorkbook
 
     path = Path(path)
@@ -412,25 +481,50 @@ def read_source(mapping: CollectionMapping, path: str | Path) -> SourceData:
     return SourceData(path, sheets)
 
 
+HEADER_SEARCH = 10  # extra non-blank rows searched for the header when it is not where the mapping says
+
+
 def _read_sheet(rows: Iterator[tuple[int, tuple[Any, ...]]], spec: SheetSpec, source: SourceSpec, path: Path) -> SheetData:
-    header: tuple[Any, ...] = ()
-    pending: tuple[int, tuple[Any, ...]] | None = None
+    """Locate the header, then index the body rows by table patient id.
+
+    The column names are in the ``name_row``-th non-blank row (blank rows above or between header rows do
+    not count); if that row lacks the id column, the first of the next few non-blank rows that has it is
+    used (an added title line). After it, up to ``header_rows - name_row`` further rows are header rows
+    (e.g. code legends) unless their id cell is a patient id.
+    """
+    where = f"{path}, sheet {spec.name!r}"
+    head: list[tuple[int, tuple[Any, ...]]] = []
     for rownum, row in rows:
-        if rownum > spec.header_rows:
-            pending = (rownum, row)
+        if _blank(row):
+            continue
+        head.append((rownum, row))
+        if len(head) >= spec.header_rows + HEADER_SEARCH:
             break
-        if rownum == spec.name_row:
-            header = row
-    else:
-        if not header:
-            raise InputUnreadable(f"sheet ends inside its {spec.header_rows} header rows", f"{path}, sheet {spec.name!r}")
-    columns: dict[str, list[int]] = {}
-    for i, name in enumerate(header):
-        if name is not None and _clean_name(name):
-            columns.setdefault(_clean_name(name), []).append(i)
-    data = SheetData(spec, columns, {})
+    if not head:
+        raise InputUnreadable("sheet is empty", where)
+    candidates = [i for i, (_, row) in enumerate(head) if spec.id_column in _header_columns(row)]
+    declared = spec.name_row - 1
+    if not candidates:
+        raise InputUnreadable(
+            f"no header row with the id column {spec.id_column!r} (expected in row {spec.name_row}; searched "
+            f"the first {len(head)} non-blank rows){_closest(spec.id_column, _header_columns(head[min(declared, len(head) - 1)][1]))}",
+            where,
+        )
+    pos = declared if declared in candidates else candidates[0]
+    header_row, header = head[pos]
+    if header_row != spec.name_row:
+        log.info("%s: column names found in row %d (mapping says row %d)", where, header_row, spec.name_row)
+    data = SheetData(spec, _header_columns(header), {}, header_row)
     id_idx = data.index(spec.id_column, str(path))
-    body = itertools.chain([pending] if pending else [], rows)
+    rest = head[pos + 1:]
+    for _ in range(spec.header_rows - spec.name_row):
+        if not rest:
+            break
+        raw = rest[0][1][id_idx] if id_idx < len(rest[0][1]) else None
+        if _key(raw) and source.id_match.match(_key(raw)):
+            break  # a patient row: the header has fewer rows than declared
+        rest.pop(0)
+    body = itertools.chain(rest, rows)
     for rownum, row in body:
         raw = row[id_idx] if id_idx < len(row) else None
         key = _key(raw)
@@ -474,8 +568,7 @@ class _Cell:
         return v.strip() if isinstance(v, str) else v
 
     def missing(self, value: Any) -> bool:
-        k = _key(value)
-        return k == "" or k in self.missing_codes
+        return _key(value) == "" or _code(value) in self.missing_codes
 
     def where(self, column: str) -> str:
         return f"{self.source.path}, sheet {self.sheet.spec.name!r}, column {column!r}, row {self.rownum}"
@@ -492,7 +585,7 @@ def _op_value(rule: Rule, cell: _Cell) -> Any:
     raw = cell.get(col)
     mapping = rule.params.get("map")
     if mapping is not None:
-        key = _key(raw)
+        key = _code(raw)
         if key in mapping:
             return mapping[key]
         if cell.missing(raw):
@@ -531,7 +624,7 @@ def _op_any_of(rule: Rule, cell: _Cell) -> Any:
     all_negative = True
     for col in rule.columns:
         raw = cell.get(col)
-        k = _key(raw)
+        k = _code(raw)
         if k in pos:
             return 1
         if k in neg:
@@ -546,7 +639,7 @@ def _op_combine(rule: Rule, cell: _Cell) -> Any:
     values = [cell.get(c) for c in rule.columns]
     if any(cell.missing(v) for v in values):
         return None
-    key = ",".join(_key(v) for v in values)
+    key = ",".join(_code(v) for v in values)
     if key in rule.params["map"]:
         return rule.params["map"][key]
     return _unknown(rule, cell, "+".join(rule.columns), key, "unknown combination")
@@ -560,7 +653,7 @@ def _holds(cond: tuple, cell: _Cell) -> bool:
         return any(_holds(c, cell) for c in cond[1])
     raw = cell.get(cond[1])
     if kind == "in":
-        return _key(raw) in cond[2]
+        return _code(raw) in cond[2]
     if cond[2] == "number":
         return _number(raw) is not None
     if cond[2] == "missing":

@@ -154,10 +154,15 @@ def build_table(
     if base is not None:
         base = Path(base)
         base_label = f"base:{base.name}"
+        base_df, normalizations = normalizer.apply(read_table(base))  # read first: a missing file is a clear error
         inputs["base"] = {"file": base.name, "sha256": file_digest(base)}
-        base_df, normalizations = normalizer.apply(read_table(base))
         if "patient_id" not in base_df.columns:
             raise InputUnreadable("base table has no patient_id column", str(base))
+        dup = base_df["patient_id"].dropna().duplicated()
+        if dup.any():
+            first = base_df["patient_id"].dropna()[dup].iloc[0]
+            rows = [i + 2 for i in base_df.index[base_df["patient_id"] == first]]  # spreadsheet rows (header = 1)
+            raise ValidationFailed(f"patient_id {first!r} appears twice in the base table (rows {rows[0]} and {rows[1]})", str(base))
         keep = [c for c in columns if c in base_df.columns and c not in ("patient_id", "dataset")]
         for rec in base_df[["patient_id", *keep]].to_dict("records"):
             base_rows[str(rec.pop("patient_id"))] = rec

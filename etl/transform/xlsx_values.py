@@ -3,8 +3,11 @@
 Source spreadsheets are read for their values only. openpyxl spends most of its time on the stylesheet
 (the Duke workbook declares ~30 000 cell formats: ~1.5 s before the first cell), so this reader parses just
 the workbook, the shared strings and the requested worksheet, streaming rows. Cached results of formula
-cells are returned, never formulas; date cells come back as Excel serial day numbers (no mapping reads a
-date); numbers are ``int`` when the stored text is an integer, else ``float``, as openpyxl returns them.
+cells are returned, never formulas (a formula saved without a result comes back as
+:class:`UncomputedFormula`, a text no code map or number rule accepts, so a rule that uses the cell fails
+naming it instead of reading it as blank); date cells come back as Excel serial day numbers (no mapping
+reads a date); numbers are ``int`` when the stored text is an integer, else ``float``, as openpyxl
+returns them.
 """
 
 from __future__ import annotations
@@ -132,12 +135,24 @@ def _shared_strings(zf: zipfile.ZipFile, member: str | None) -> list[str]:
     return out
 
 
+class UncomputedFormula(str):
+    """A formula cell saved without its result (e.g. written by a script, never opened in a spreadsheet
+    program). Kept as a value, not read as blank, so that a rule that uses the cell fails naming it."""
+
+    def __new__(cls, formula: str | None) -> UncomputedFormula:
+        return super().__new__(cls, f"={formula} (formula without a saved result)" if formula else "(formula without a saved result)")
+
+
 def _cell_value(cell: ET.Element, strings: list[str]) -> Any:
     kind = cell.get("t", "n")
     if kind == "inlineStr":
         node = cell.find(f"{_MAIN}is")
         return "".join(t.text or "" for t in node.iter(f"{_MAIN}t")) if node is not None else None
     text = cell.findtext(f"{_MAIN}v")
+    if not text and kind != "str":  # an empty text result is saved as t="str" with an empty <v/>
+        formula = cell.find(f"{_MAIN}f")
+        if formula is not None:  # no result saved (openpyxl and scripts write formulas so)
+            return UncomputedFormula(formula.text)
     if not text:
         return None  # no value, or an empty <v/> as some writers (openpyxl) leave on styled blank cells
     if kind == "s":
