@@ -8,8 +8,10 @@ as an end-to-end check of the CLI contract:
 3. `extract tcia` + `extract synapse` into a verified cache, `cache export` to DICOM folders;
 4. `convert` to oriented NIfTI + imaging variables; `clinical build` from synthetic source spreadsheets in
    the real Duke / I-SPY1 layouts, carrying ISPY2 and NACT forward from the previous release;
-5. `segment` (the shipped tiny nnU-Net model, or FTV when nnU-Net is not installed);
-6. `release build` (which splits, writes the data card and checksums, verifies), `summary`.
+5. `split` (stratified train/test + folds; the build reproduces it with ``--split``);
+6. `segment` (the shipped tiny nnU-Net model, or FTV when nnU-Net is not installed);
+7. `release build` (data card, checksums, built-in verify), then `release verify` with the source DICOM's
+   identifying values searched for in the release; `summary`.
 
 What the demo generates is declared in ``release/demo.yaml``. Each stage's own output goes to
 ``<out>/demo.log``; the terminal shows one line per stage.
@@ -144,13 +146,35 @@ def run_demo(out: str | Path, jobs: int = 2, echo: Callable[[str], None] = print
           lambda: mamamia("clinical", "build", *_source_args(sources), "--base",
                           previous / "clinical_and_imaging_info.xlsx", "--imaging", staged, "--manifest", manifest,
                           "--out", table))
+    def split() -> None:
+        from etl.release.definition import load_definition
+        from etl.split import read_split
+
+        settings = load_definition(release_def, staged=[staged], table=table).split
+        mamamia("split", table, "--out", splits, "--seed", settings.seed, "--test-fraction", settings.test_fraction,
+                "--folds", settings.folds,
+                *(["--min-stratum", settings.min_stratum] if settings.min_stratum is not None else []))
+        sp = read_split(splits)
+        n_test = int((sp["split"] == "test").sum())
+        echo(f"[demo]   {len(sp) - n_test} train / {n_test} test, {settings.folds} folds over train "
+             f"(seed {settings.seed}; balance table in {logfile.name})")
+
+    splits = work / "splits" / "train_test_splits.csv"
+    stage("split (stratified by dataset x pcr x tumor_subtype)", split)
     use_nnunet = nnunet_available()
     result.segmentation = "nnU-Net (tiny model)" if use_nnunet else "FTV (nnU-Net not installed)"
+    if not use_nnunet:
+        echo("[demo] note: nnU-Net v2 (torch + nnunetv2) is not importable, so masks come from the FTV fallback "
+             "(PE/SER thresholds, no model); install nnunetv2 to use the shipped tiny model")
     stage(f"segment: {result.segmentation}",
           lambda: mamamia("segment", staged, *([] if use_nnunet else ["--ftv"]), "--device", "cpu"))
-    stage("release build + verify",
+    stage("release build",
           lambda: mamamia("release", "build", release_def, "--out", result.release, "--staged", staged,
-                          "--table", table, "--only-staged"))
+                          "--table", table, "--split", splits, "--only-staged"))
+    # verify again from outside the build: checksums re-hashed, and the source DICOM's own identifying values
+    # (the synthetic corpus carries names, birth dates, accession numbers) searched for in every file
+    stage("release verify (checksums, schema, files, orientation, PHI vs the source DICOM)",
+          lambda: mamamia("release", "verify", result.release, "--phi-from-dicom", dicom))
     return result
 
 

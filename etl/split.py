@@ -58,7 +58,28 @@ class SplitSettings:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown split settings: {', '.join(unknown)}", "split")
-        return cls(**data)
+        kinds = {"seed": int, "test_fraction": float, "folds": int, "min_stratum": int, "nnunet_case_id": str}
+        values = {}
+        for key, value in data.items():
+            if value is None and key == "min_stratum":
+                values[key] = None
+                continue
+            kind = kinds[key]
+            ok = isinstance(value, str) if kind is str else (
+                isinstance(value, (int, float)) and not isinstance(value, bool)
+                and (kind is float or float(value).is_integer()))
+            if not ok:
+                raise ConfigError(f"{key} must be {'an integer' if kind is int else ('a number' if kind is float else 'text')}, "
+                                  f"got {value!r}", f"split.{key}")
+            values[key] = kind(value)
+        template = values.get("nnunet_case_id")
+        if template is not None:
+            try:
+                _case_id("X", template)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ConfigError(f"nnunet_case_id may use only {{patient_id}} / {{PATIENT_ID}}, got {template!r}",
+                                  "split.nnunet_case_id") from exc
+        return cls(**values)
 
 
 @dataclass
@@ -210,6 +231,8 @@ def make_split(table: pd.DataFrame, settings: SplitSettings | None = None) -> Sp
     dup = ids[ids.duplicated()]
     if len(dup):
         raise ValidationFailed(f"patient_id appears more than once: {dup.iloc[0]}", "patient_id")
+    if ids.empty:
+        raise ValidationFailed("table has no rows to split", "table")
     keys = stratum_keys(table)
     keys.index = ids.values
     final, merges = merge_small_strata(keys, settings.effective_min_stratum)
@@ -233,6 +256,11 @@ def make_split(table: pd.DataFrame, settings: SplitSettings | None = None) -> Sp
             rows.append((pid, "train", (fold_offset + i) % settings.folds, key, original[pid]))
         fold_offset = (fold_offset + len(shuffled) - n_test) % settings.folds
     out = pd.DataFrame(rows, columns=["patient_id", "split", "fold", "stratum", "original_stratum"])
+    n_train = int((out["split"] == "train").sum())
+    if n_train < settings.folds:
+        raise ValidationFailed(
+            f"{settings.folds} cross-validation folds need at least {settings.folds} training cases, but the split "
+            f"leaves {n_train} of {len(out)} case(s) for training; use fewer folds (--folds)", "split.folds")
     out["fold"] = out["fold"].astype("Int64")
     out = out.sort_values("patient_id", kind="mergesort").reset_index(drop=True)
     return SplitResult(out, merges, settings)
@@ -267,7 +295,13 @@ def read_split(csv_path: str | Path) -> pd.DataFrame:
     missing = [c for c in ("patient_id", "split", "fold") if c not in df.columns]
     if missing:
         raise InputUnreadable(f"split file lacks column(s) {', '.join(missing)}", str(csv_path))
-    df["fold"] = df["fold"].astype("Int64")
+    folds = pd.to_numeric(df["fold"], errors="coerce")
+    bad = (folds.isna() & df["fold"].notna()) | (folds.notna() & (folds % 1 != 0))
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise InputUnreadable(f"fold must be an integer or empty, got {df['fold'].iloc[i]!r}",
+                              f"{csv_path}: row {i + 1} ({df['patient_id'].iloc[i]}), column fold")
+    df["fold"] = folds.astype("Int64")
     return df
 
 

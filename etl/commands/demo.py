@@ -23,10 +23,26 @@ def register(app: typer.Typer) -> None:
 
         result = run_demo(out, jobs=jobs, echo=lambda line: typer.echo(line, err=True))
         release = _single_release(result.release)
-        typer.echo(summary_text(summarize(base_frame(open_release(release).table))))
+        rel = open_release(release)
+        table = rel.table
+        typer.echo(summary_text(summarize(base_frame(table)), variables=SHOWN).rstrip("\n"))
+        n_test = int((table["split"] == "test").sum())
+        masks = {k: sum(1 for p in (release / "segmentations" / k).glob("*.nii.gz")) for k in ("expert", "automatic")}
         total = sum(result.seconds.values())
-        typer.echo(f"segmentation: {result.segmentation}; total {total:.1f} s; log: {result.out / 'demo.log'}")
+        typer.echo("")
+        typer.echo(f"split: {len(table) - n_test} train / {n_test} test; masks: {masks['expert']} expert, "
+                   f"{masks['automatic']} automatic ({result.segmentation}); release verifies")
+        typer.echo(f"total {total:.1f} s; every stage's output: {result.out / 'demo.log'}")
+        typer.echo("next:")
+        typer.echo(f"  mamamia summary {release}                      # every variable")
+        typer.echo(f"  mamamia query {release} --where \"pcr == 1\"     # cases with image and mask paths")
+        typer.echo(f"  python -c \"from etl import open_release; print(open_release('{release}').cases('her2 == 1'))\"")
         typer.echo(f"release: {release}")
+
+
+# variables the demo prints (the strata of the split and what varies across the synthetic scanners);
+# `mamamia summary RELEASE` prints all of them
+SHOWN = ["pcr", "tumor_subtype", "view", "manufacturer", "field_strength"]
 
 
 def _single_release(folder: Path) -> Path:

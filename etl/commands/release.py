@@ -24,6 +24,8 @@ def register(app: typer.Typer) -> None:
         table: Path = typer.Option(None, "--table", help="49-variable table (.parquet/.xlsx/.csv); replaces sources.table."),
         previous: Path = typer.Option(None, "--previous", help="Previous release to diff against (CHANGELOG.md); "
                                       "replaces `previous:` of the definition."),
+        split_file: Path = typer.Option(None, "--split", help="Split CSV (patient_id, split, fold), e.g. from "
+                                        "`mamamia split`, to reproduce instead of drawing one; replaces split.file."),
         only_staged: bool = typer.Option(False, "--only-staged", help="Release only table rows whose images are "
                                          "staged (same as `cases: staged`); the rest are listed in provenance."),
         link: bool = typer.Option(False, "--link", help="Hard-link NIfTIs from the staged directory instead of "
@@ -38,7 +40,7 @@ def register(app: typer.Typer) -> None:
 
         start = time.monotonic()
         defn = load_definition(definition, staged=staged or None, table=table, previous=previous,
-                               cases="staged" if only_staged else None)
+                               cases="staged" if only_staged else None, split_file=split_file)
         res = build_release(defn, out, link=link, verify=not no_verify)
         typer.echo(
             f"built {defn.release_id}: {res.cases} cases, {res.images} images, {res.expert_masks} expert and "

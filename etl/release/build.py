@@ -30,7 +30,7 @@ import pandas as pd
 from etl import __version__
 from etl.errors import ConfigError, InputUnreadable, ValidationFailed
 from etl.layout import Layout
-from etl.release.definition import ReleaseDefinition
+from etl.release.definition import ReleaseDefinition, check_collections
 from etl.release.manifest import MANIFEST, release_files, sha256_file
 
 log = logging.getLogger("etl.release.build")
@@ -321,6 +321,7 @@ def build_release(defn: ReleaseDefinition, out: str | Path, *, link: bool = Fals
     from etl.validate.schema import imaging_columns
 
     out = Path(out).resolve()
+    _check_out(out, defn)
     if defn.table is None:
         raise ConfigError("no table given (sources.table or --table)", str(defn.path))
     for root in defn.staged:
@@ -354,13 +355,19 @@ def build_release(defn: ReleaseDefinition, out: str | Path, *, link: bool = Fals
             log.info("cases: staged -> %d table row(s) without staged images left out (first: %s)", len(dropped), dropped[0])
     if df.empty:
         raise ValidationFailed("no case to release (no table row has staged images)", str(defn.staged[0]))
+    check_collections(defn, sorted(str(d) for d in df["dataset"].dropna().unique()))
     overrides: dict[str, int] = {}
     if defn.imaging_from_staged:
         df, overrides = _apply_imaging_json(df, cases)
     _check_cases(df, cases)
     _check_schema(df, defn.table)
 
-    result = fixed_split(df, defn.split_file, defn.split) if defn.split_file else make_split(df, defn.split)
+    try:
+        result = fixed_split(df, defn.split_file, defn.split) if defn.split_file else make_split(df, defn.split)
+    except ValidationFailed as exc:
+        if not (exc.where or "").startswith("split."):
+            raise
+        raise ValidationFailed(exc.what.replace("(--folds)", "(split.folds)"), f"{defn.path}: {exc.where}") from exc
     split_of = dict(zip(result.assignments["patient_id"], result.assignments["split"]))
     df["split"] = pd.array([split_of[p] for p in df["patient_id"].astype(str)], dtype="string")
 
@@ -482,6 +489,31 @@ def build_release(defn: ReleaseDefinition, out: str | Path, *, link: bool = Fals
                                        f"{problems[0].message}", problems[0].where)
     size = sum((out / rel).stat().st_size for rel in final) + (out / MANIFEST).stat().st_size
     return BuildResult(out, len(df), n_images, n_expert, n_auto, size, len(final) + 1, dropped, overrides, result.merges)
+
+
+def is_built_release(path: Path) -> bool:
+    """A directory this tool wrote as a release (safe to replace): SHA256SUMS and our provenance.json."""
+    try:
+        prov = json.loads((path / "provenance.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (path / MANIFEST).is_file() and isinstance(prov, dict) and (prov.get("tool") or {}).get("name") == "mamamia-etl"
+
+
+def _check_out(out: Path, defn: ReleaseDefinition) -> None:
+    """``--out`` is replaced wholesale on success, so it must be new, empty or an earlier release (never a
+    folder of other files, never one holding the build's own inputs)."""
+    from etl.atomic import recover_previous
+
+    recover_previous(out)  # a swap killed between its two renames: the previous release is put back first
+    if out.exists() and not out.is_dir():
+        raise ConfigError("--out names an existing file, not a release directory", str(out))
+    if out.is_dir() and any(out.iterdir()) and not is_built_release(out):
+        raise ConfigError("--out is an existing folder that is not a release (no SHA256SUMS + provenance.json "
+                          "written by mamamia); refusing to replace it, choose a new --out", str(out))
+    for p in defn.staged:
+        if p.is_relative_to(out):
+            raise ConfigError(f"--out would replace the staged directory {p} the build reads", str(out))
 
 
 def _name_of(root: Path) -> str:

@@ -7,6 +7,7 @@ a curator or the demo can build without editing YAML; the effective values are w
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,6 +18,17 @@ from typing import Any
 from etl.yamlfile import load_yaml_mapping
 from etl.errors import ConfigError
 from etl.split import SplitSettings
+
+log = logging.getLogger("etl.release.definition")
+
+# Top-level keys a definition may have; anything else is most likely a typo (``previus:``) and is warned about.
+KNOWN_KEYS = frozenset({
+    "name", "version", "profile", "title", "description", "homepage", "sources", "cases", "imaging_from_staged",
+    "previous", "date_published", "split", "release_license", "citation", "collections", "naming", "segmentation",
+    "keywords", "creators", "publisher", "url",
+})
+# What each collection entry must record (LICENSES.md and croissant.json are generated from it).
+COLLECTION_KEYS = ("license", "license_url", "citation")
 
 # Orientation code each voxel axis points to (nibabel aff2axcodes), per profile and acquisition view.
 PROFILES: dict[str, dict[str, str]] = {
@@ -85,6 +97,7 @@ def load_definition(
     table: str | os.PathLike[str] | None = None,
     previous: str | os.PathLike[str] | None = None,
     cases: str | None = None,
+    split_file: str | os.PathLike[str] | None = None,
 ) -> ReleaseDefinition:
     """Read and check a release definition; command-line overrides win over the file's sources."""
     path = Path(path).resolve()
@@ -93,6 +106,9 @@ def load_definition(
     for key in ("name", "version"):
         if not raw.get(key):
             raise ConfigError(f"release definition lacks '{key}'", str(path))
+    unknown = sorted(str(k) for k in raw if k not in KNOWN_KEYS)
+    if unknown:
+        log.warning("release definition %s: unknown key(s) %s are ignored", path, ", ".join(unknown))
     name, version = str(raw["name"]), str(raw["version"])
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", version):
         raise ConfigError(f"name/version must be plain identifiers, got {name!r} / {version!r}", str(path))
@@ -136,16 +152,35 @@ def load_definition(
     mode = cases or str(raw.get("cases") or "table")
     if mode not in ("table", "staged"):
         raise ConfigError(f"cases must be 'table' or 'staged', got {mode!r}", f"{path}: cases")
+    if raw.get("split") is not None and not isinstance(raw.get("split"), dict):
+        raise ConfigError("'split' must be a mapping", f"{path}: split")
     split_raw = dict(raw.get("split") or {})
-    split_file = _resolve(split_raw.pop("file"), base, "split.file", path) if split_raw.get("file") else None
+    if split_file is not None:
+        split_path: Path | None = Path(split_file).resolve()
+    elif split_raw.get("file"):
+        split_path = _resolve(split_raw["file"], base, "split.file", path)
+    else:
+        split_path = None
     split_raw.pop("file", None)
+    if split_path is not None and not split_path.is_file():
+        raise ConfigError("split file not found", f"{path}: split.file ({split_path})")
     try:
         split = SplitSettings.from_mapping(split_raw)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"bad split settings: {exc}", f"{path}: split") from exc
-    collections = raw.get("collections") or {}
+    except ConfigError as exc:
+        raise ConfigError(f"bad split settings: {exc.what}", f"{path}: {exc.where or 'split'}") from exc
+    if not raw.get("collections"):
+        raise ConfigError("release definition lacks 'collections' (licence and citation of each source collection)",
+                          f"{path}: collections")
+    collections = raw["collections"]
     if not isinstance(collections, dict):
         raise ConfigError("'collections' must be a mapping", f"{path}: collections")
+    for ds, entry in collections.items():
+        if not isinstance(entry, dict):
+            raise ConfigError("a collection entry must be a mapping (license, license_url, citation, ...)",
+                              f"{path}: collections.{ds}")
+        lacking = [k for k in COLLECTION_KEYS if not entry.get(k)]
+        if lacking:
+            raise ConfigError(f"collection {ds} lacks {', '.join(lacking)}", f"{path}: collections.{ds}")
     return ReleaseDefinition(
         path=path,
         raw=raw,
@@ -159,6 +194,14 @@ def load_definition(
         cases=mode,
         imaging_from_staged=bool(raw.get("imaging_from_staged", True)),
         split=split,
-        split_file=split_file,
+        split_file=split_path,
         collections={str(k): dict(v or {}) for k, v in collections.items()},
     )
+
+
+def check_collections(defn: ReleaseDefinition, datasets: list[str]) -> None:
+    """Every collection in the release needs its licence and citation in the definition."""
+    missing = [ds for ds in datasets if ds not in defn.collections]
+    if missing:
+        raise ConfigError(f"no licence/citation for collection(s) {', '.join(missing)} in the release definition",
+                          f"{defn.path}: collections.{missing[0]}")

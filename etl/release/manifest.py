@@ -49,18 +49,43 @@ def write_manifest(root: Path, known: dict[str, str] | None = None) -> dict[str,
     return sums
 
 
-def read_manifest(root: Path) -> dict[str, str]:
-    path = Path(root) / MANIFEST
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InputUnreadable(f"cannot read checksum manifest: {exc.strerror or exc}", str(path)) from exc
+_HEX64 = frozenset("0123456789abcdef")
+
+
+def parse_manifest(text: str) -> tuple[dict[str, str], list[tuple[int, str]]]:
+    """Entries of a SHA256SUMS text and its bad lines as (line number, what is wrong); every line is read."""
     sums: dict[str, str] = {}
+    bad: list[tuple[int, str]] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         digest, sep, rel = line.partition("  ")
-        if not sep or len(digest) != 64:
-            raise InputUnreadable(f"malformed line {lineno}", f"{path}:{lineno}")
-        sums[rel.lstrip("*")] = digest
+        if not sep:
+            digest, sep, rel = line.partition(" *")  # sha256sum's binary-mode marker
+        rel = rel.lstrip("*")
+        if not sep or not rel:
+            bad.append((lineno, "malformed line (expected '<sha256>  <path>')"))
+        elif len(digest) != 64 or not set(digest.lower()) <= _HEX64:
+            bad.append((lineno, f"malformed checksum {digest[:70]!r} for {rel} (expected 64 hex digits)"))
+        elif rel.startswith("/") or ".." in rel.split("/"):
+            bad.append((lineno, f"path {rel!r} points outside the release"))
+        elif rel in sums:
+            bad.append((lineno, f"{rel} is listed twice"))
+        else:
+            sums[rel] = digest.lower()
+    return sums, bad
+
+
+def read_manifest(root: Path) -> dict[str, str]:
+    """The entries of ``root/SHA256SUMS``; a malformed line is an error (``parse_manifest`` lists them all)."""
+    path = Path(root) / MANIFEST
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputUnreadable(f"cannot read checksum manifest: {getattr(exc, 'strerror', None) or exc}", str(path)) from exc
+    sums, bad = parse_manifest(text)
+    if bad:
+        lineno, what = bad[0]
+        raise InputUnreadable(f"{what}" + (f" (and {len(bad) - 1} more bad line(s))" if len(bad) > 1 else ""),
+                              f"{path}:{lineno}")
     return sums

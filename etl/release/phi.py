@@ -155,6 +155,24 @@ def scan_frame(df: Any, rel: str, values: dict[str, str] | None = None) -> list[
     return hits
 
 
+# NIfTI header text fields (descrip, aux_file, intent_name, db_name) are written empty by this pipeline and
+# have no use for dates or long numbers, so there a date (a birth date?) or a run of 6+ digits (an accession or
+# record number?) is reported too; elsewhere such values are legitimate (acquisition dates, series UIDs).
+_DATE_IN_TEXT = re.compile(r"(?<!\d)(?:19|20)\d{2}([-/.]?)(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])(?!\d)"
+                           r"|(?<!\d)(?:0?[1-9]|[12]\d|3[01])[-/.](?:0?[1-9]|1[0-2])[-/.](?:19|20)\d{2}(?!\d)")
+_LONG_NUMBER = re.compile(r"\d{6,}")
+
+
+def header_text_hits(text: str, values: dict[str, str] | None = None) -> Iterator[str]:
+    """``text_hits`` plus dates and identifier-like numbers, for NIfTI header text fields."""
+    yield from text_hits(text, values)
+    m = _DATE_IN_TEXT.search(text)
+    if m:
+        yield f"date-like value {m.group(0)!r} (NIfTI header text must carry no dates)"
+    elif (m := _LONG_NUMBER.search(text)) is not None:
+        yield f"identifier-like number {m.group(0)!r} (NIfTI header text must carry no record numbers)"
+
+
 def scan_nifti(path: Path, rel: str, header: Any = None, values: dict[str, str] | None = None) -> list[PhiHit]:
     """Header text fields and extensions (``header`` if already loaded); voxel data is never read."""
     if header is None:
@@ -170,7 +188,7 @@ def scan_nifti(path: Path, rel: str, header: Any = None, values: dict[str, str] 
             continue
         value = header[field].item()
         text = value.decode("latin-1", "replace").rstrip("\x00") if isinstance(value, bytes) else str(value)
-        for what in text_hits(text, values):
+        for what in header_text_hits(text, values):
             hits.append(PhiHit(rel, f"header {field}", what))
     for i, ext in enumerate(getattr(header, "extensions", []) or []):
         code = ext.get_code()
@@ -204,10 +222,28 @@ def scan_file(path: Path, rel: str, values: dict[str, str] | None = None) -> lis
             sheets = pd.read_excel(path, sheet_name=None)
         except (OSError, ValueError) as exc:
             return [PhiHit(rel, "file", f"unreadable xlsx ({exc}); cannot be checked for PHI")]
-        return [h for sheet, df in sheets.items() for h in scan_frame(df, f"{rel}[{sheet}]", values)]
+        hits = [h for sheet, df in sheets.items() for h in scan_frame(df, f"{rel}[{sheet}]", values)]
+        return hits + scan_xlsx_properties(path, rel, values)
     if name.endswith(TEXT_SUFFIXES) or name in ("sha256sums", "licenses", "changelog"):
         return scan_text(path, rel, values)
     return []
+
+
+def scan_xlsx_properties(path: Path, rel: str, values: dict[str, str] | None = None) -> list[PhiHit]:
+    """Document properties of an xlsx (creator, last modified by, title, custom properties)."""
+    import zipfile
+
+    hits = []
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in sorted(n for n in zf.namelist() if n.startswith("docProps/") and n.endswith(".xml")):
+                xml = zf.read(name).decode("utf-8", "replace")
+                for m in re.finditer(r"<([\w:]+)[^>]*>([^<]+)</\1>", xml):
+                    for what in text_hits(m.group(2), values):
+                        hits.append(PhiHit(rel, f"{name} {m.group(1)}", what))
+    except (OSError, zipfile.BadZipFile) as exc:
+        hits.append(PhiHit(rel, "file", f"unreadable xlsx ({exc}); cannot be checked for PHI"))
+    return hits
 
 
 def source_values(dicom_dir: str | Path) -> dict[str, str]:

@@ -19,7 +19,7 @@ import pandas as pd
 from etl.errors import EtlError
 from etl.layout import TEMPLATE_KEYS, Layout
 from etl.release.definition import PROFILES
-from etl.release.manifest import MANIFEST, read_manifest, release_files, sha256_file
+from etl.release.manifest import MANIFEST, release_files, sha256_file
 
 log = logging.getLogger("etl.release.verify")
 
@@ -72,12 +72,15 @@ def _cap(problems: list[Problem], check: str) -> list[Problem]:
 
 
 def check_checksums(root: Path) -> list[Problem]:
-    out: list[Problem] = []
-    try:
-        sums = read_manifest(root)
-    except EtlError as exc:
-        return [Problem("checksum", MANIFEST, exc.what)]
     from etl.progress import track
+    from etl.release.manifest import parse_manifest
+
+    try:
+        text = (root / MANIFEST).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        return [Problem("checksum", MANIFEST, f"cannot read checksum manifest: {getattr(exc, 'strerror', None) or exc}")]
+    sums, bad = parse_manifest(text)
+    out = [Problem("checksum", f"{MANIFEST} line {lineno}", what) for lineno, what in bad]
 
     present = set(release_files(root))
     for rel, digest in track(sorted(sums.items()), "verify: checksums", total=len(sums)):
@@ -126,7 +129,8 @@ def check_splits(root: Path, df: pd.DataFrame) -> list[Problem]:
     try:
         sp = read_split(root / SPLITS)
     except EtlError as exc:
-        return [Problem("split", SPLITS, exc.what)]
+        detail = (exc.where or "").replace(str(root / SPLITS), "").lstrip(": ")
+        return [Problem("split", f"{SPLITS} {detail}" if detail else SPLITS, exc.what)]
     out = []
     ids = set(df["patient_id"].astype(str))
     sids = set(sp["patient_id"].astype(str))
@@ -137,6 +141,16 @@ def check_splits(root: Path, df: pd.DataFrame) -> list[Problem]:
     bad = sp[~sp["split"].isin(["train", "test"])]
     for pid, value in zip(bad["patient_id"], bad["split"]):
         out.append(Problem("split", f"{SPLITS} ({pid})", f"split must be train or test, got {value!r}"))
+    for pid in sorted(sp.loc[sp["patient_id"].duplicated(), "patient_id"].astype(str).unique()):
+        out.append(Problem("split", f"{SPLITS} ({pid})", "case is listed more than once"))
+    folds = _folds(root)
+    train = sp[sp["split"] == "train"]
+    for pid, fold in zip(train["patient_id"], train["fold"]):
+        if fold is pd.NA or pd.isna(fold) or (folds and not 0 <= int(fold) < folds):
+            out.append(Problem("split", f"{SPLITS} ({pid})", f"training case needs a fold in 0..{(folds or 1) - 1}, "
+                               f"got {'nothing' if fold is pd.NA or pd.isna(fold) else int(fold)}"))
+    for pid in sp.loc[(sp["split"] == "test") & sp["fold"].notna(), "patient_id"]:
+        out.append(Problem("split", f"{SPLITS} ({pid})", "test case must have no fold"))
     if "split" in df.columns:
         merged = df[["patient_id", "split"]].merge(sp[["patient_id", "split"]], on="patient_id", suffixes=("", "_csv"))
         for pid in merged.loc[merged["split"].astype(str) != merged["split_csv"].astype(str), "patient_id"]:
@@ -144,21 +158,39 @@ def check_splits(root: Path, df: pd.DataFrame) -> list[Problem]:
     return out
 
 
+def _folds(root: Path) -> int | None:
+    """Number of cross-validation folds the release was built with (provenance), if recorded."""
+    try:
+        prov = json.loads((root / "provenance.json").read_text())
+        return int((prov.get("split") or {}).get("folds"))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
 def _expected_files(layout: Layout, df: pd.DataFrame, root: Path) -> tuple[set[str], list[Problem]]:
     """Files every row must have (images, patient info) plus masks it has; problems for rows lacking images."""
     out: list[Problem] = []
     expected: set[str] = set()
     for pid, n in zip(df["patient_id"].astype(str), df["num_phases"]):
-        images = layout.images(pid)
-        for p in images:
+        images = layout.images(pid)  # phases 0, 1, ... up to the first gap
+        n_phases = None if n is pd.NA or pd.isna(n) else int(n)
+        # a row owns phases 0..num_phases-1 even after a gap, so a renamed or deleted phase is named as such
+        present = {p for p in (layout.image(pid, k) for k in range(n_phases or 0)) if p.exists()} | set(images)
+        for p in present:
             expected.add(p.relative_to(root).as_posix())
         where = f"{TABLE} ({pid})"
-        if not images:
+        if not present:
             out.append(Problem("images", where, "case has no image files"))
-        elif n is pd.NA or pd.isna(n):
+        elif n_phases is None:
             out.append(Problem("images", where, f"num_phases is missing but {len(images)} phase file(s) exist"))
-        elif len(images) != int(n):
-            out.append(Problem("images", where, f"{len(images)} phase file(s) but num_phases is {int(n)}"))
+        else:
+            gaps = [layout.image(pid, k).relative_to(root).as_posix() for k in range(n_phases)
+                    if not layout.image(pid, k).exists()]
+            if gaps:
+                out.append(Problem("images", where, f"{len(present)} phase file(s) but num_phases is {n_phases}: "
+                                   f"missing {', '.join(gaps)}"))
+            if len(images) > n_phases:
+                out.append(Problem("images", where, f"{len(images)} phase file(s) but num_phases is {n_phases}"))
         info = layout.patient_info(pid)
         expected.add(info.relative_to(root).as_posix())
         if not info.exists():
@@ -213,6 +245,9 @@ def check_niftis(root: Path, layout: Layout, df: pd.DataFrame, profile: str, phi
             except Exception as exc:  # nibabel raises many types for a broken file; each is a finding
                 out.append(Problem("nifti", rel, f"header not readable ({type(exc).__name__}: {str(exc)[:120]})"))
                 continue
+            damage = _data_damage(path, hdr)
+            if damage:
+                out.append(Problem("nifti", rel, damage))
             if expected and axcodes != expected:
                 out.append(Problem("orientation", rel, f"orientation {axcodes}, profile {profile} expects {expected} for {view}"))
             if kind == "image" and ref is None:
@@ -222,6 +257,51 @@ def check_niftis(root: Path, layout: Layout, df: pd.DataFrame, profile: str, phi
             if phi:
                 out.extend(Problem("phi", f"{h.file} {h.where}", h.what) for h in scan_nifti(path, rel, hdr, phi_values))
     return out
+
+
+def _data_damage(path: Path, hdr: Any) -> str | None:
+    """Why the voxel data of a NIfTI is incomplete, or None. Cheap first: the gzip trailer records the
+    uncompressed size (mod 2**32), which must equal header offset + voxel bytes; only on a mismatch is the
+    stream decompressed to tell a truncated or corrupt file from an unusual (multi-member) gzip."""
+    import zlib
+
+    import numpy as np
+
+    try:
+        # single-file NIfTI: data starts at vox_offset, which cannot be inside the header and extensions
+        # (nibabel reads a 0 there as "right after them")
+        first = int(hdr.sizeof_hdr) + 4 + int(hdr.extensions.get_sizeondisk()) if hasattr(hdr, "extensions") else 0
+        offset = max(int(hdr.get_data_offset()), first)
+        need = offset + int(np.prod(hdr.get_data_shape(), dtype=np.int64)) * hdr.get_data_dtype().itemsize
+    except Exception:  # an inconsistent header is reported by the header read itself
+        return None
+    if not path.name.endswith(".gz"):
+        size = path.stat().st_size
+        return None if size >= need else f"voxel data truncated: {size} of {need} bytes"
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        if fh.tell() >= 4:
+            fh.seek(-4, 2)
+            if int.from_bytes(fh.read(4), "little") == need % (1 << 32):
+                return None
+        fh.seek(0)
+        got = 0
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            while data := fh.read(1 << 20):
+                while data:
+                    got += len(d.decompress(data))
+                    data = b""
+                    if d.eof and d.unused_data:  # another gzip member follows
+                        data = d.unused_data
+                        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        except zlib.error as exc:
+            return f"gzip stream corrupt ({exc})"
+        if not d.eof:
+            return f"gzip stream truncated ({got} of {need} bytes of header + voxel data)"
+    if got < need:
+        return f"voxel data truncated: {got} of {need} bytes"
+    return None
 
 
 def check_metadata(root: Path, df: pd.DataFrame | None) -> list[Problem]:

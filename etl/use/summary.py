@@ -87,13 +87,15 @@ def _count(labels: pd.Series, order: list[str]) -> dict[str, int]:
     return {lab: int(counts[lab]) for lab in order if lab in counts.index and counts[lab] > 0}
 
 
-def summary_text(summary: dict[str, Any]) -> str:
-    """Readable tables: one per variable, rows = labels, columns = overall and each dataset."""
+def summary_text(summary: dict[str, Any], variables: list[str] | None = None) -> str:
+    """Readable tables: one per variable (all, or ``variables``), rows = labels, columns = overall and each dataset."""
     from etl.use.textformat import render_table
 
     datasets = list(summary["by_dataset"])
     blocks = [f"{summary['n_cases']} cases" + (f" ({', '.join(f'{d} {_n(summary, d)}' for d in datasets)})" if datasets else "")]
     for var, counts in summary["overall"].items():
+        if variables is not None and var not in variables:
+            continue
         rows = []
         for label, n in counts.items():
             row = [label, f"{n} ({100 * n / max(summary['n_cases'], 1):.1f}%)"]

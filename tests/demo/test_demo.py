@@ -27,7 +27,12 @@ def test_demo_exits_zero_and_prints_the_release(demo_run):
     assert last == f"release: {out.resolve() / 'release'}"
     assert "9 cases (DUKE 3, ISPY1 2, ISPY2 2, NACT 2)" in proc.stdout
     stages = [ln for ln in proc.stderr.splitlines() if ln.startswith("[demo]") and ln.endswith(" s")]
-    assert len(stages) == 9, stages  # one line per stage, each with its time
+    assert len(stages) == 11, stages  # one line per stage, each with its time
+    names = " ".join(stages)
+    for stage in ("extract tcia", "extract synapse", "convert", "clinical build", "split", "segment",
+                  "release build", "release verify"):
+        assert f"] {stage}" in names, stage
+    assert "split: 7 train / 2 test" in proc.stdout and "release verifies" in proc.stdout
 
 
 def test_demo_release_verifies_and_has_every_stage_output(demo_run, cli):
@@ -51,6 +56,11 @@ def test_demo_release_verifies_and_has_every_stage_output(demo_run, cli):
     assert len(qc) == 9 and qc["dice"].min() > 0.6, qc
     splits = pd.read_csv(release / "train_test_splits.csv")
     assert set(splits["split"]) == {"train", "test"}
+    # the build reproduced the split stage's own output
+    assert (release / "train_test_splits.csv").read_text() == (out / "work" / "splits" / "train_test_splits.csv").read_text()
+    # the verify stage searched the release for the source DICOM's identifying values
+    log = (out / "demo.log").read_text()
+    assert f"release verify {release.resolve()} --phi-from-dicom" in log
     prov = json.loads((release / "provenance.json").read_text())
     assert prov  # tool version, inputs, ledger
 
@@ -61,3 +71,27 @@ def test_demo_refuses_a_folder_that_is_not_a_demo(tmp_path, cli):
     assert res.exit_code == 1
     assert "not an earlier demo" in res.stderr
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+_BLOCK_NNUNET = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("torch", "nnunetv2"):
+            raise ImportError("blocked " + name)
+sys.meta_path.insert(0, Block())
+from etl.cli import run
+sys.exit(run(["demo", "--out", sys.argv[1]]))
+"""
+
+
+def test_demo_falls_back_to_ftv_without_nnunet(tmp_path):
+    out = tmp_path / "demo-ftv"
+    proc = subprocess.run([sys.executable, "-c", _BLOCK_NNUNET, str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "nnU-Net v2 (torch + nnunetv2) is not importable" in proc.stderr
+    assert "[demo] segment: FTV (nnU-Net not installed): done" in proc.stderr
+    assert "automatic (FTV (nnU-Net not installed))" in proc.stdout
+    release = out / "release"
+    assert len(list((release / "segmentations" / "automatic").glob("*.nii.gz"))) == 9
+    assert proc.stdout.strip().splitlines()[-1] == f"release: {release.resolve()}"

@@ -158,6 +158,12 @@ def test_only_staged_and_imaging_json_override(cli, tmp_path: Path) -> None:
     stray.mkdir()
     (stray / "duke_999_0000.nii.gz").write_bytes((s.root / "images/DUKE_001/duke_001_0000.nii.gz").read_bytes())
     out = tmp_path / "rel"
+    # two cases are left: five folds cannot be filled, and the build says so instead of writing empty folds
+    res = cli("release", "build", s.definition, "--out", out, "--only-staged")
+    assert res.exit_code == 1 and "5 cross-validation folds need at least 5 training cases" in res.stderr
+    assert "Traceback" not in res.stderr and not out.exists()
+    write_definition(s.definition, staged="../staged", table="../table.parquet",
+                     split={"seed": 42, "test_fraction": 0.2, "folds": 2})
     res = cli("release", "build", s.definition, "--out", out, "--only-staged")
     assert res.exit_code == 0, res.stderr
     assert "left out 1 table row" in res.stdout and "manufacturer 1" in res.stdout

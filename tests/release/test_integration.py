@@ -13,7 +13,7 @@ def test_dicom_to_verified_release(cli, tmp_path: Path) -> None:
     synth = pytest.importorskip("etl.synth.dicom")
     from etl.release.phi import source_values
     from etl.tables import read_table, write_table
-    from tests.conftest import REPO, V1_TABLE
+    from tests.conftest import V1_TABLE
 
     dicom = tmp_path / "dicom"
     specs = [("DUKE_001", "DUKE", "SIEMENS", "axial", 5), ("NACT_01", "NACT", "GE", "sagittal", 3)]
@@ -31,8 +31,12 @@ def test_dicom_to_verified_release(cli, tmp_path: Path) -> None:
     df = read_table(V1_TABLE)
     write_table(df[df["patient_id"].isin([s[0] for s in specs])].reset_index(drop=True), tmp_path / "table.parquet")
     out = tmp_path / "rel"
-    res = cli("release", "build", REPO / "release" / "v1.yaml", "--out", out, "--staged", staged,
-              "--table", tmp_path / "table.parquet")
+    # the shipped definition's naming and profile; two folds, as two cases cannot fill five
+    from tests.release.release_helpers import write_definition
+
+    definition = write_definition(tmp_path / "def.yaml", staged=str(staged), table=str(tmp_path / "table.parquet"),
+                                  split={"seed": 42, "test_fraction": 0.2, "folds": 2})
+    res = cli("release", "build", definition, "--out", out, "--staged", staged, "--table", tmp_path / "table.parquet")
     assert res.exit_code == 0, res.stderr
     res = cli("release", "verify", out, "--phi-from-dicom", dicom)
     assert res.exit_code == 0, res.stdout
