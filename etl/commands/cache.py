@@ -17,7 +17,7 @@ def verify(
     """Re-hash every object and check every ledger row; exit 1 naming each bad object."""
     from etl.extract.cache import Cache
 
-    c = Cache(cache, create=False)
+    c = Cache(cache, create=False, readonly=True)
     rep = c.verify()
     typer.echo(f"cache {cache}: {rep.checked} object(s), {rep.bytes / 1e6:.1f} MB re-hashed, {len(rep.bad)} bad, "
                f"{len(rep.unrecorded)} complete but unrecorded, {rep.stale_tmp} leftover temp file(s)")  # fmt: skip
@@ -43,7 +43,7 @@ def ls(
 
     if source not in ("tcia", "synapse", "all") or fmt not in ("table", "csv"):
         raise ConfigError("--source must be tcia|synapse|all and --format table|csv", "options")
-    c = Cache(cache, create=False)
+    c = Cache(cache, create=False, readonly=True)
     rows: list[list[str]] = []
     if source in ("tcia", "all"):
         for s in c.all_series():

@@ -26,10 +26,15 @@ def _policy(retries: int, timeout: float, backoff: float, max_backoff: float):  
     return RetryPolicy(attempts=retries + 1, base_delay=backoff, max_delay=max_backoff, timeout=timeout)
 
 
-def _report_failures(kind: str, lines: list[str]) -> None:
+def _report_failures(kind: str, res) -> None:  # type: ignore[no-untyped-def]
+    """Exit 1 after listing every failure; a run that gave up on a dead service says so first."""
+    lines = res.failure_lines()
+    if res.gave_up:
+        typer.echo(f"error: {res.gave_up}; stopped early, rerun to resume", err=True)
     typer.echo(f"error: {len(lines)} {kind} failed:", err=True)
     for line in lines:
         typer.echo(f"  {line}", err=True)
+    raise typer.Exit(1)
 
 
 @extract_app.command("tcia")
@@ -62,12 +67,11 @@ def tcia(
     mb = res.fetched_bytes / 1e6
     typer.echo(
         f"tcia: {res.count('fetched')} series fetched ({mb:.1f} MB, {mb / res.seconds if res.seconds else 0:.1f} MB/s), "
-        f"{res.count('cached')} already cached, {len(res.failed) + len(res.lookup_failures)} failed, "
+        f"{res.count('cached')} already cached, {res.n_failed} failed, "
         f"{len(res.excluded)} case(s) excluded; cache {cache}"
     )
     if not res.ok:
-        _report_failures("series/cases", res.failure_lines())
-        raise typer.Exit(1)
+        _report_failures("series/cases", res)
 
 
 @extract_app.command("synapse")
@@ -97,11 +101,10 @@ def synapse(
     mb = res.fetched_bytes / 1e6
     typer.echo(
         f"synapse {entity}: {res.count('fetched')} file(s) fetched ({mb:.1f} MB), {res.count('cached')} already cached, "
-        f"{res.count('linked')} matched by md5, {len(res.failed) + len(res.walk_failures)} failed; cache {cache}"
+        f"{res.count('linked')} matched by md5, {res.n_failed} failed; cache {cache}"
     )
     if not res.ok:
-        _report_failures("files", res.failure_lines())
-        raise typer.Exit(1)
+        _report_failures("files", res)
 
 
 def _faults(fault: list[str], target: list[str]):  # type: ignore[no-untyped-def]
@@ -114,8 +117,10 @@ def _faults(fault: list[str], target: list[str]):  # type: ignore[no-untyped-def
         raise ConfigError(str(exc), "--fault") from exc
 
 
-_FAULT_HELP = ("Fault knob name=value, repeatable: http500=K, drop_mid_body=K, truncate_zip=K, wrong_md5=K, "
-               "zip_slip=K, slow_first_byte=SECONDS with slow_count=K (K='always' for permanent).")  # fmt: skip
+_FAULT_HELP = ("Fault knob name=value, repeatable: http500=K, http503=K, http429=K (retry_after=SECONDS), "
+               "html_200=K, bad_json=K, drop_mid_body=K, truncate_zip=K, empty_zip=K, duplicate_entry=K, "
+               "extra_entries=K, nested_folder=K, wrong_md5=K, missing_md5=K, zip_slip=K, slow_first_byte=SECONDS "
+               "with slow_count=K (K='always' for permanent).")  # fmt: skip
 
 
 def _serve(server, url_line: str, seconds: Optional[float]) -> None:  # type: ignore[no-untyped-def]

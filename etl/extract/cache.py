@@ -83,6 +83,29 @@ CREATE INDEX IF NOT EXISTS synapse_root ON synapse_files(root_id, relpath);
 """
 
 
+class CacheUnusable(ExtractError):
+    """The cache directory or its ledger cannot be used (not writable, disk full, corrupt ledger)."""
+
+    exit_code = 2
+
+
+def _sqlite_problem(exc: sqlite3.Error, path: Path) -> CacheUnusable:
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and any(
+        k in text for k in ("readonly", "read-only", "unable to open", "disk I/O", "locked")
+    ):
+        return CacheUnusable(f"cannot write the ledger: {text}", str(path))
+    if "full" in text:
+        return CacheUnusable(f"cannot write the ledger: {text}", str(path))
+    return CacheUnusable(
+        f"the ledger is unreadable ({text}); move it aside and rerun the extraction to rebuild it", str(path)
+    )
+
+
+def _os_problem(exc: OSError, what: str, path: str | os.PathLike[str]) -> CacheUnusable:
+    return CacheUnusable(f"{what}: {exc.strerror or exc}", str(path))
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -167,38 +190,83 @@ class VerifyReport:
 class Cache:
     """A cache directory: objects by sha256 plus the ledger. Safe to share between threads."""
 
-    def __init__(self, root: str | os.PathLike[str], create: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike[str], create: bool = True, readonly: bool = False) -> None:
+        """``readonly`` (for ls/verify): open the ledger read-only and create nothing, so an archived cache on
+        a read-only mount can still be audited."""
         self.root = Path(root)
-        if not create and not (self.root / LEDGER).is_file():
+        self.readonly = readonly
+        try:
+            has_ledger = (self.root / LEDGER).is_file()
+        except OSError as exc:  # e.g. a parent directory this user may not enter
+            raise _os_problem(exc, "cannot read the cache", self.root) from None
+        if (not create or readonly) and not has_ledger:
             raise InputUnreadable("not a download cache (no ledger.sqlite)", str(self.root))
         self.objects_dir = self.root / "objects"
         self.tmp_root = self.root / "tmp"
-        for d in (self.objects_dir, self.tmp_root):
-            d.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._db().executescript(_SCHEMA)
+        if not readonly:
+            for d in (self.objects_dir, self.tmp_root):
+                try:
+                    d.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise _os_problem(exc, "cannot create the cache directory", d) from None
+            if not os.access(self.root, os.W_OK) or not os.access(self.tmp_root, os.W_OK):
+                raise CacheUnusable("the cache directory is not writable", str(self.root))
+        try:
+            db = self._db()
+            if not readonly:
+                db.executescript(_SCHEMA)
+            db.execute("SELECT COUNT(*) FROM objects").fetchone()
+        except sqlite3.Error as exc:
+            self.close()
+            raise _sqlite_problem(exc, self.root / LEDGER) from None
 
     # ------------------------------------------------------------------ ledger plumbing
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.root / LEDGER, timeout=60, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=60000")
+            path = self.root / LEDGER
+            if self.readonly:
+                uri = f"{path.resolve().as_uri()}?mode=ro"
+                db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+                try:
+                    db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                except sqlite3.OperationalError:
+                    # a read-only mount: WAL mode needs a writable -shm; a closed ledger has no WAL left, so
+                    # reading it as immutable is exact
+                    db.close()
+                    db = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=60, isolation_level=None)
+            else:
+                db = sqlite3.connect(path, timeout=60, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA busy_timeout=60000")
             self._local.db = db
         return db
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         db = self._db()
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _sqlite_problem(exc, self.root / LEDGER) from None
         try:
             yield db
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise _sqlite_problem(exc, self.root / LEDGER) from None
         except BaseException:
-            db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise _sqlite_problem(exc, self.root / LEDGER) from None
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -211,7 +279,10 @@ class Cache:
         """Hold the cache's writer lock for a whole extraction run (two runs would clear each other's tmp)."""
         import fcntl
 
-        fh = open(self.root / ".lock", "a+")
+        try:
+            fh = open(self.root / ".lock", "a+")
+        except OSError as exc:
+            raise _os_problem(exc, "cannot lock the cache", self.root / ".lock") from None
         try:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -245,7 +316,10 @@ class Cache:
         """A private temp directory inside the cache (same filesystem, so stored objects are renamed)."""
         import tempfile
 
-        d = Path(tempfile.mkdtemp(prefix=f"{_safe_label(label)}.", dir=self.tmp_root))
+        try:
+            d = Path(tempfile.mkdtemp(prefix=f"{_safe_label(label)}.", dir=self.tmp_root))
+        except OSError as exc:
+            raise _os_problem(exc, "cannot write to the cache", self.tmp_root) from None
         try:
             yield d
         finally:
@@ -273,12 +347,15 @@ class Cache:
             path.unlink(missing_ok=True)
             raise ExtractError(f"md5 mismatch: got {md5}, server says {expect_md5}", where or path.name)
         target = self.object_path(sha)
-        if target.is_file():
-            path.unlink()
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-            os.replace(path, target)
+        try:
+            if target.is_file():
+                path.unlink()
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+                os.replace(path, target)
+        except OSError as exc:
+            raise _os_problem(exc, "cannot store an object in the cache", target) from None
         self._record_object(sha, md5, size)
         return StoredObject(sha, md5, size)
 
@@ -291,7 +368,10 @@ class Cache:
         if not target.is_file():
             import tempfile
 
-            fd, tmp_name = tempfile.mkstemp(prefix=".obj.", suffix=".tmp", dir=self.tmp_root)
+            try:
+                fd, tmp_name = tempfile.mkstemp(prefix=".obj.", suffix=".tmp", dir=self.tmp_root)
+            except OSError as exc:
+                raise _os_problem(exc, "cannot write to the cache", self.tmp_root) from None
             tmp = Path(tmp_name)
             try:
                 with os.fdopen(fd, "wb") as fh:
@@ -303,6 +383,8 @@ class Cache:
                 os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, target)
+            except OSError as exc:
+                raise _os_problem(exc, "cannot store an object in the cache", target) from None
             finally:
                 tmp.unlink(missing_ok=True)
         self._record_object(sha, md5, size)
@@ -395,6 +477,12 @@ class Cache:
 
         report = VerifyReport()
         db = self._db()
+        try:
+            problems = [r[0] for r in db.execute("PRAGMA integrity_check(20)")]
+        except sqlite3.Error as exc:
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            report.bad += [(LEDGER, f"SQLite integrity check: {p}") for p in problems]
         rows = db.execute("SELECT sha256, size, md5 FROM objects ORDER BY sha256").fetchall()
         recorded = set()
         items: Iterable[tuple[str, int, str]] = track(rows, "verify objects", len(rows)) if progress else rows
@@ -425,7 +513,7 @@ class Cache:
         for syn, ver, rel, sha in db.execute("SELECT syn_id, version, relpath, sha256 FROM synapse_files"):
             if sha not in recorded:
                 report.bad.append((f"{syn}.{ver} {rel}", f"object {sha} not in the ledger"))
-        for sub in sorted(self.objects_dir.iterdir()):
+        for sub in sorted(self.objects_dir.iterdir()) if self.objects_dir.is_dir() else []:
             if not sub.is_dir():
                 report.bad.append((sub.name, "stray file in objects/"))
                 continue
@@ -438,7 +526,8 @@ class Cache:
                         report.unrecorded.append(p.name)
                     else:
                         report.bad.append((p.name, "unrecorded object whose content does not match its name"))
-        report.stale_tmp += sum(1 for _ in self.tmp_root.iterdir())
+        if self.tmp_root.is_dir():
+            report.stale_tmp += sum(1 for _ in self.tmp_root.iterdir())
         return report
 
     def stats(self) -> dict[str, int]:

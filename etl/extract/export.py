@@ -64,7 +64,7 @@ def export_tcia(
     """Write each manifest case's cached DICOM series under ``out/<patient_id>/<SeriesInstanceUID>/``."""
     from etl.extract.tcia import manifest_series
 
-    cache = Cache(cache_dir, create=False)
+    cache = Cache(cache_dir, create=False, readonly=True)
     cases, excluded = cases_to_fetch(manifest, exclusions, shipped_exclusions)
     res = ExportResult(Path(out), excluded=excluded)
     res.out.mkdir(parents=True, exist_ok=True)
@@ -99,7 +99,7 @@ def export_synapse(
     link: bool = False,
 ) -> ExportResult:
     """Write the cached Synapse files under ``out`` at their relative paths in the project tree."""
-    cache = Cache(cache_dir, create=False)
+    cache = Cache(cache_dir, create=False, readonly=True)
     res = ExportResult(Path(out))
     recs = cache.synapse_files(root_id)
     latest: dict[tuple[str, str], object] = {}

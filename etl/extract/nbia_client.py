@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import requests
 
-from etl.extract.retry import PermanentError, TransientError
+from etl.extract.retry import PermanentError, TransientError, parse_retry_after
 
 log = logging.getLogger("etl.extract.nbia")
 
@@ -76,23 +76,44 @@ class Transport:
         with self._lock:
             self.requests_made += 1
         err: Exception
+        self._local.last = None
         try:
             resp = self._session().request(method, url, timeout=self.timeout, **kw)
         except requests.Timeout:
-            err = TransientError(f"no answer within {self.timeout:g} s (timeout)", where)
+            err = TransientError(f"no answer within {self.timeout:g} s (timeout)", where, unavailable=True)
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            err = TransientError(f"connection failed: {_short(exc)}", where)
+            err = TransientError(f"connection failed: {_short(exc)}", where, unavailable=True)
         except requests.RequestException as exc:
             err = PermanentError(f"request failed: {_short(exc)}", where)
         else:
             if resp.status_code < 400:
+                self._local.last = resp
                 return resp
             reason = f"HTTP {resp.status_code} {resp.reason or ''}".strip()
-            err = (TransientError if resp.status_code in _RETRY_STATUS else PermanentError)(reason, where)
+            if resp.status_code in _RETRY_STATUS:
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                err = TransientError(reason, where, unavailable=True, retry_after=retry_after)
+            else:
+                err = PermanentError(reason, where)
         if key:
             with self._lock:
                 self._failures[key] = err
         raise err
+
+    def last_answer_problem(self) -> str | None:
+        """Why this thread's last successful answer was not usable JSON (tcia_utils then returns None).
+
+        None when the answer was empty (NBIA's way of saying "no results") or valid JSON.
+        """
+        resp = getattr(self._local, "last", None)
+        if resp is None or not resp.content.strip():
+            return None
+        try:
+            resp.json()
+        except ValueError:
+            ctype = resp.headers.get("Content-Type", "?").split(";")[0]
+            return f"answered 200 with {ctype} that is not valid JSON: {_snippet(resp.content)}"
+        return None
 
     def take_failure(self, series_uid: str) -> Exception | None:
         """The error the last request about this series raised inside tcia_utils, if any (then forgotten)."""
@@ -106,6 +127,13 @@ def _series_key(url: str, kw: dict[str, Any]) -> str:
         return str(params["SeriesInstanceUID"])
     q = parse_qs(urlsplit(url).query)
     return q.get("SeriesInstanceUID", [""])[0]
+
+
+def _snippet(data: bytes, n: int = 60) -> str:
+    """The start of a body, printable and on one line (an HTML error page, truncated JSON...)."""
+    text = data[:n * 2].decode("utf-8", "replace")
+    text = " ".join(text.split())
+    return repr(text[:n] + ("..." if len(text) > n or len(data) > n * 2 else ""))
 
 
 def _short(exc: BaseException) -> str:

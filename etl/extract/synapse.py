@@ -31,9 +31,18 @@ from typing import Any
 import requests
 
 from etl.errors import ConfigError, EtlError, ExtractError
-from etl.extract.cache import Cache, SynapseRecord
+from etl.extract.cache import Cache, CacheUnusable, SynapseRecord
 from etl.extract.progress_view import RunProgress
-from etl.extract.retry import PermanentError, RetryPolicy, TransientError, call_with_retry
+from etl.extract.outcome import RunResult, cancel_on_error
+from etl.extract.retry import (
+    Breaker,
+    PermanentError,
+    RetryPolicy,
+    ServiceUnavailable,
+    TransientError,
+    call_with_retry,
+    parse_retry_after,
+)
 
 log = logging.getLogger("etl.extract.synapse")
 
@@ -61,34 +70,19 @@ class FileOutcome:
     bytes: int = 0
     seconds: float = 0.0
     attempts: int = 0
+    skipped: bool = False  # not attempted because the service looked down
+
+    def line(self) -> str:
+        return f"{self.syn_id} {self.relpath}: {self.reason}"
 
 
 @dataclass
-class SynapseResult:
-    root_id: str
-    outcomes: list[FileOutcome] = field(default_factory=list)
+class SynapseResult(RunResult):
+    root_id: str = ""
     walk_failures: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0
 
-    @property
-    def failed(self) -> list[FileOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.walk_failures
-
-    def count(self, status: str) -> int:
-        return sum(1 for o in self.outcomes if o.status == status)
-
-    @property
-    def fetched_bytes(self) -> int:
-        return sum(o.bytes for o in self.outcomes if o.status == "fetched")
-
-    def failure_lines(self) -> list[str]:
-        return [f"{where}: {why}" for where, why in self.walk_failures] + [
-            f"{o.syn_id} {o.relpath}: {o.reason}" for o in self.failed
-        ]
+    def other_failures(self) -> list[tuple[str, str]]:
+        return self.walk_failures
 
 
 # ---------------------------------------------------------------------- secrets
@@ -169,7 +163,9 @@ def _short_client_retries(policy: RetryPolicy) -> Iterator[None]:
     saved = (dict(sc.STANDARD_RETRY_PARAMS), dict(df.STANDARD_RETRY_PARAMS), dict(sc.STANDARD_RETRY_ASYNC_PARAMS))
     sync = {"retries": max(0, policy.attempts - 1), "wait": policy.base_delay, "max_wait": policy.max_delay,
             "back_off": policy.factor}  # fmt: skip
-    sc.STANDARD_RETRY_PARAMS.update(sync)
+    # our own loop retries every call; the client's inner REST loop only gets one quick retry so that the two
+    # do not multiply (5 x 5 attempts against a dead server); the download loop keeps its retries (it resumes)
+    sc.STANDARD_RETRY_PARAMS.update({**sync, "retries": min(1, sync["retries"])})
     df.STANDARD_RETRY_PARAMS.update(sync)
     sc.STANDARD_RETRY_ASYNC_PARAMS.update(
         retry_base_wait=policy.base_delay, retry_max_back_off=policy.max_delay,
@@ -213,29 +209,36 @@ def classify(exc: BaseException, where: str, secrets_: list[str]) -> EtlError:
 
     text = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, secrets_)[:300]
     if isinstance(exc, EtlError):
+        if exc.where is None:
+            exc.where = where
         return exc
     if isinstance(exc, sx.SynapseMd5MismatchError):
         return TransientError("md5 mismatch: the downloaded bytes differ from the file handle's md5", where)
     status = None
+    found: BaseException | None = None
     link: BaseException | None = exc
     while link is not None and status is None:  # the client often wraps the HTTP error it got
         resp = getattr(link, "response", None)
         status = getattr(resp, "status_code", None) if resp is not None else None
+        found = link
         link = link.__cause__ or link.__context__
     if isinstance(exc, (sx.SynapseAuthenticationError, sx.SynapseNoCredentialsError)) or status in (401, 403):
         return PermanentError(f"Synapse refused the credentials ({status or 'auth'}): check {TOKEN_ENV}", where)
     if status == 404 or isinstance(exc, sx.SynapseFileNotFoundError):
         return PermanentError(f"not found on Synapse: {text}", where)
     if status is not None and (status >= 500 or status == 429):
-        return TransientError(f"HTTP {status} from Synapse", where)
+        retry_after = parse_retry_after(getattr(getattr(found, "response", None), "headers", {}).get("Retry-After"))
+        return TransientError(f"HTTP {status} from Synapse", where, unavailable=True, retry_after=retry_after)
     if isinstance(exc, (requests.Timeout, TimeoutError)) or "timed out" in text.lower() or "timeout" in type(exc).__name__.lower():
-        return TransientError("timed out", where)
+        return TransientError("timed out", where, unavailable=True)
     if isinstance(exc, (requests.ConnectionError, ConnectionError, OSError)) or "Connection" in type(exc).__name__:
         for reason in ("Connection refused", "Connection reset", "Connection broken", "Name or service not known",
                        "RemoteDisconnected", "IncompleteRead"):  # fmt: skip
             if reason in text:
-                return TransientError(f"connection failed: {reason}", where)
-        return TransientError(f"connection failed: {text}", where)
+                return TransientError(f"connection failed: {reason}", where, unavailable=True)
+        return TransientError(f"connection failed: {text}", where, unavailable=True)
+    if isinstance(exc, ValueError) and "JSON" in type(exc).__name__ + text:  # 200 with an HTML page or cut JSON
+        return TransientError(f"Synapse answered something that is not JSON ({text[:80]})", where, unavailable=True)
     if isinstance(exc, sx.SynapseHTTPError):
         return PermanentError(f"Synapse error: {text}", where)
     return TransientError(f"{type(exc).__name__}: {text}", where)
@@ -259,6 +262,7 @@ class SynapseExtractor:
         self._local = threading.local()
         self._clients: list[Any] = []
         self._lock = threading.Lock()
+        self.breaker = Breaker(f"Synapse at {self.endpoint}", policy.give_up_after)
 
     def client(self) -> Any:
         """One logged-in synapseclient per worker thread (the client is not thread-safe)."""
@@ -296,7 +300,7 @@ class SynapseExtractor:
     def walk(self, root_id: str, include: list[str]) -> tuple[list[RemoteFile], list[tuple[str, str]]]:
         syn = self.client()
         failures: list[tuple[str, str]] = []
-        root = self._rest(lambda: syn.restGET(f"/entity/{root_id}"), root_id)
+        root = self._rest(lambda: _json_object(syn.restGET(f"/entity/{root_id}"), ("concreteType", "name")), root_id)
         if root.get("concreteType") == FILE_TYPE:
             return [RemoteFile(root_id, int(root.get("versionNumber") or 1), _safe_name(root["name"], root_id))], failures
         files: list[RemoteFile] = []
@@ -304,7 +308,9 @@ class SynapseExtractor:
         while stack:
             parent, prefix = stack.pop()
             try:
-                kids = self._rest(lambda p=parent: list(syn.getChildren(p, includeTypes=["folder", "file"])), parent)
+                kids = self._rest(lambda p=parent: [_json_object(k, ("id", "name", "type"))
+                                                    for k in syn.getChildren(p, includeTypes=["folder", "file"])],
+                                  parent)  # fmt: skip
             except EtlError as exc:
                 failures.append((f"{parent} {prefix or '.'}", exc.what))
                 continue
@@ -350,9 +356,15 @@ class SynapseExtractor:
             return self._download_once(f, root_id)
 
         try:
-            out.status, out.bytes = call_with_retry(once, self.policy, f"{f.syn_id} {f.relpath}")
+            self.breaker.check(f"{f.syn_id} {f.relpath}")
+            out.status, out.bytes = call_with_retry(once, self.policy, f"{f.syn_id} {f.relpath}", breaker=self.breaker)
+            self.breaker.record(None)
+        except CacheUnusable:
+            raise
         except EtlError as exc:
             out.status, out.reason = "failed", scrub(exc.what, self.secrets)
+            out.skipped = isinstance(exc, ServiceUnavailable)
+            self.breaker.record(exc)
         out.attempts = attempts
         out.seconds = time.monotonic() - start
         return out
@@ -362,11 +374,13 @@ class SynapseExtractor:
         where = f"{f.syn_id} {f.relpath}"
         body = json.dumps({"includeEntity": True, "includeFileHandles": True})
         try:
-            bundle = syn.restPOST(f"/entity/{f.syn_id}/version/{f.version}/bundle2", body=body)
+            bundle = _json_object(syn.restPOST(f"/entity/{f.syn_id}/version/{f.version}/bundle2", body=body), ("entity",))
+            entity = _json_object(bundle["entity"], ())
+            handles = [_json_object(h, ()) for h in bundle.get("fileHandles") or []]
         except Exception as exc:  # the client raises many types; classify names the fault
             raise classify(exc, where, self.secrets) from None
-        handle_id = bundle["entity"].get("dataFileHandleId")
-        fh = next((h for h in bundle.get("fileHandles", []) if h.get("id") == handle_id), None)
+        handle_id = entity.get("dataFileHandleId")
+        fh = next((h for h in handles if h.get("id") == handle_id), None)
         if fh is None:
             raise PermanentError("no download permission (no file handle in the entity bundle)", where)
         md5, size = (fh.get("contentMd5") or "").lower(), int(fh.get("contentSize") or 0)
@@ -403,6 +417,15 @@ class SynapseExtractor:
                 syn._requests_session_storage.close()
 
 
+def _json_object(obj: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+    """``obj`` if it is a JSON object with ``keys``; otherwise the answer was not what Synapse sends (an HTML
+    page answered with 200, a proxy's text) and a TransientError says so."""
+    if isinstance(obj, dict) and all(k in obj for k in keys):
+        return obj
+    shown = " ".join(str(obj).split())[:60]
+    raise TransientError(f"unexpected answer from Synapse ({type(obj).__name__}: {shown!r})", unavailable=True)
+
+
 def _safe_name(name: str, syn_id: str) -> str:
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
         raise PermanentError(f"unsafe entity name {name!r} (would escape the download folder)", syn_id)
@@ -433,7 +456,7 @@ def extract_synapse(
     policy = policy or RetryPolicy()
     include = list(include or [])
     cache = Cache(cache_dir)
-    result = SynapseResult(entity)
+    result = SynapseResult(root_id=entity)
     start = time.monotonic()
     ex = SynapseExtractor(cache, endpoint, policy, config_path=config_path, token=token)
     with cache.exclusive("extract synapse"), _redacting(ex.secrets), _short_client_retries(policy):
@@ -446,15 +469,18 @@ def extract_synapse(
                 futs = {}
                 for f in files:
                     futs[pool.submit(_fetch_with_progress, ex, f, entity, prog)] = f
-                for fut in as_completed(futs):
-                    o = fut.result()
-                    result.outcomes.append(o)
-                    if o.status == "failed":
-                        prog.finished(o.syn_id, f"{o.syn_id} {o.relpath}: FAILED: {o.reason}", failed=True)
-                    else:
-                        prog.finished(o.syn_id, f"{o.syn_id} {o.relpath}: {o.status}, {o.bytes / 1e6:.2f} MB"
-                                      + (f" in {o.seconds:.2f} s" if o.status == "fetched" else ""),
-                                      quiet=o.status == "cached")  # fmt: skip
+                with cancel_on_error(pool):
+                    for fut in as_completed(futs):
+                        o = fut.result()
+                        result.outcomes.append(o)
+                        if o.status == "failed":
+                            prog.finished(o.syn_id, f"{o.syn_id} {o.relpath}: FAILED: {o.reason}", failed=not o.skipped,
+                                          quiet=True)  # fmt: skip
+                        else:
+                            prog.finished(o.syn_id, f"{o.syn_id} {o.relpath}: {o.status}, {o.bytes / 1e6:.2f} MB"
+                                          + (f" in {o.seconds:.2f} s" if o.status == "fetched" else ""),
+                                          quiet=o.status == "cached")  # fmt: skip
+            result.gave_up = ex.breaker.tripped
         except EtlError as exc:
             raise type(exc)(scrub(exc.what, ex.secrets), exc.where) from None
         finally:

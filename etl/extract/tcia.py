@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -21,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from etl.errors import EtlError
-from etl.extract.cache import Cache, SeriesFile, SeriesRecord
+from etl.extract.cache import Cache, CacheUnusable, SeriesFile, SeriesRecord
 from etl.extract.manifest import ManifestCase, cases_to_fetch
+from etl.extract.outcome import RunResult, cancel_on_error
 from etl.extract.nbia_client import DEFAULT_API_URL, Transport, normalize_api_url, patched_nbia
 from etl.extract.progress_view import RunProgress
-from etl.extract.retry import PermanentError, RetryPolicy, TransientError, call_with_retry
+from etl.extract.retry import Breaker, PermanentError, ServiceUnavailable, RetryPolicy, TransientError, call_with_retry
 from etl.extract.zipcheck import check_series_zip, extract_member
 
 log = logging.getLogger("etl.extract.tcia")
@@ -48,35 +50,20 @@ class SeriesOutcome:
     bytes: int = 0
     seconds: float = 0.0
     attempts: int = 0
+    skipped: bool = False  # not attempted because the service looked down
+
+    def line(self) -> str:
+        return f"{self.patient_id} series {self.series_uid}: {self.reason}"
 
 
 @dataclass
-class TciaResult:
-    outcomes: list[SeriesOutcome] = field(default_factory=list)
+class TciaResult(RunResult):
     excluded: dict[str, str] = field(default_factory=dict)
     lookup_failures: list[tuple[str, str]] = field(default_factory=list)  # (patient_id, reason)
-    seconds: float = 0.0
     requests: int = 0
 
-    @property
-    def failed(self) -> list[SeriesOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.lookup_failures
-
-    def count(self, status: str) -> int:
-        return sum(1 for o in self.outcomes if o.status == status)
-
-    @property
-    def fetched_bytes(self) -> int:
-        return sum(o.bytes for o in self.outcomes if o.status == "fetched")
-
-    def failure_lines(self) -> list[str]:
-        lines = [f"{pid}: series lookup failed: {why}" for pid, why in self.lookup_failures]
-        lines += [f"{o.patient_id} series {o.series_uid}: {o.reason}" for o in self.failed]
-        return lines
+    def other_failures(self) -> list[tuple[str, str]]:
+        return [(pid, f"series lookup failed: {why}") for pid, why in self.lookup_failures]
 
 
 def _int(v: Any) -> int | None:
@@ -116,10 +103,23 @@ class TciaExtractor:
         self.md5 = md5
         self.modality = modality
         self.sleep = sleep
+        self.breaker = Breaker(f"NBIA at {api_url}", policy.give_up_after)
+        self._collections: set[str] | None = None
+        self._collections_lock = threading.Lock()
 
     # ---------------------------------------------------------------- lookup
     def lookup(self, case: ManifestCase, series_only: bool) -> list[SeriesTask]:
         """The series to fetch for one case, with NBIA's metadata (ImageCount...)."""
+        self.breaker.check(case.patient_id)
+        try:
+            tasks = self._lookup(case, series_only)
+        except EtlError as exc:
+            self.breaker.record(exc)
+            raise
+        self.breaker.record(None)
+        return tasks
+
+    def _lookup(self, case: ManifestCase, series_only: bool) -> list[SeriesTask]:
         if series_only:
             if not case.tcia_series_uid:
                 raise PermanentError("manifest row has no tcia_series_uid (needed with --series-only)", case.patient_id)
@@ -132,13 +132,15 @@ class TciaExtractor:
             if not rows:
                 raise PermanentError(
                     f"NBIA lists no {self.modality or 'any'} series for patient {case.tcia_patient_id} "
-                    f"in {case.tcia_collection}",
+                    f"in {case.tcia_collection}{self._collection_hint(case.tcia_collection)}",
                     case.patient_id,
                 )
             if case.tcia_series_uid and case.tcia_series_uid not in {r.get("SeriesInstanceUID") for r in rows}:
                 log.warning("%s: manifest series %s is not among NBIA's series for the patient",
                             case.patient_id, case.tcia_series_uid)  # fmt: skip
         tasks = [SeriesTask(case, str(r["SeriesInstanceUID"]), r) for r in rows if r.get("SeriesInstanceUID")]
+        if not tasks:
+            raise TransientError("getSeries rows carry no SeriesInstanceUID", case.patient_id)
         return sorted(tasks, key=lambda t: (_int(t.meta.get("SeriesNumber")) or 0, t.series_uid))
 
     def _get_series(self, collection: str = "", patient: str = "", series_uid: str = "") -> list[dict[str, Any]]:
@@ -146,25 +148,48 @@ class TciaExtractor:
             data = self.nbia.getSeries(
                 collection=collection, patientId=patient, seriesUid=series_uid, modality=self.modality, format=""
             )
-            if data is None:  # tcia_utils returns None for an empty answer (errors raise through Transport)
+            if data is None:  # tcia_utils returns None for an empty answer and for one it cannot decode
+                if (problem := self.transport.last_answer_problem()) is not None:
+                    raise TransientError(f"getSeries {problem}", "NBIA getSeries", unavailable=True)
                 return []
-            if not isinstance(data, list):
-                raise TransientError(f"unexpected getSeries answer of type {type(data).__name__}", "NBIA getSeries")
+            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+                raise TransientError(f"getSeries answered a {type(data).__name__}, not a list of series rows",
+                                     "NBIA getSeries")  # fmt: skip
             return data
 
-        return call_with_retry(once, self.policy, f"getSeries {collection or ''} {patient or series_uid}", self.sleep)
+        return call_with_retry(once, self.policy, f"getSeries {collection or ''} {patient or series_uid}", self.sleep,
+                               self.breaker)  # fmt: skip
+
+    def _collection_hint(self, collection: str) -> str:
+        """' (NBIA has no collection named X)' when getCollectionValues says so; '' if it is known or unsure."""
+        with self._collections_lock:
+            if self._collections is None:
+                try:
+                    rows = self.nbia.getCollections(format="")  # GET getCollectionValues
+                    self._collections = {str(r.get("Collection")) for r in rows or [] if isinstance(r, dict)}
+                except EtlError as exc:
+                    log.debug("getCollectionValues failed: %s", exc.message)
+                    self._collections = set()
+            known = self._collections
+        if known and collection not in known:
+            return f" (NBIA has no collection named {collection!r})"
+        return ""
 
     def _image_count(self, task: SeriesTask) -> int | None:
         n = _int(task.meta.get("ImageCount"))
         if n is not None:
             return n
-        size = call_with_retry(
-            lambda: self.nbia.getSeriesSize(task.series_uid, format=""), self.policy, f"getSeriesSize {task.series_uid}",
-            self.sleep,
-        )  # fmt: skip
-        if isinstance(size, list) and size:
-            return _int(size[0].get("ObjectCount"))
-        return None
+        def once() -> Any:
+            size = self.nbia.getSeriesSize(task.series_uid, format="")
+            if size is None and (problem := self.transport.last_answer_problem()) is not None:
+                raise TransientError(f"getSeriesSize {problem}", f"series {task.series_uid}", unavailable=True)
+            return size
+
+        size = call_with_retry(once, self.policy, f"getSeriesSize {task.series_uid}", self.sleep, self.breaker)
+        n = _int(size[0].get("ObjectCount")) if isinstance(size, list) and size and isinstance(size[0], dict) else None
+        if n is None:
+            log.warning("series %s: NBIA gives no ImageCount; the DICOM count cannot be checked", task.series_uid)
+        return n
 
     # ---------------------------------------------------------------- download
     def fetch(self, task: SeriesTask, progress: RunProgress | None = None) -> SeriesOutcome:
@@ -183,12 +208,17 @@ class TciaExtractor:
             return self._download_once(task)
 
         try:
+            self.breaker.check(f"series {uid}")
             image_count = self._image_count(task)
             task = SeriesTask(task.case, uid, {**task.meta, "ImageCount": image_count})
-            out.files, out.bytes = call_with_retry(once, self.policy, f"series {uid}", self.sleep)
+            out.files, out.bytes = call_with_retry(once, self.policy, f"series {uid}", self.sleep, self.breaker)
             out.status = "fetched"
+            self.breaker.record(None)
+        except CacheUnusable:
+            raise  # the cache itself cannot be written: nothing else can succeed either
         except EtlError as exc:
-            out.status, out.reason = "failed", exc.what
+            out.status, out.reason, out.skipped = "failed", exc.what, isinstance(exc, ServiceUnavailable)
+            self.breaker.record(exc)
         out.attempts = attempts
         out.seconds = time.monotonic() - start
         return out
@@ -217,7 +247,10 @@ class TciaExtractor:
                 for i, m in enumerate(checked.members):
                     if not self.cache.has_object(m.sha256):
                         part = tmp / f"member-{i}.part"
-                        extract_member(zf, m, part)
+                        try:
+                            extract_member(zf, m, part)
+                        except OSError as exc:
+                            raise CacheUnusable(f"cannot write to the cache: {exc.strerror or exc}", str(part)) from None
                         stored = self.cache.put_file(part, expect_md5=m.md5, where=f"series {uid} file {m.name}")
                         if stored.sha256 != m.sha256:
                             raise TransientError(f"file {m.name} changed between check and store", f"series {uid}")
@@ -295,33 +328,38 @@ def extract_tcia(
         tasks: list[SeriesTask] = []
         with ThreadPoolExecutor(max_workers=jobs) as pool, RunProgress("NBIA series lookup", len(cases)) as prog:
             futs = {pool.submit(ex.lookup, c, series_only): c for c in cases}
-            for fut in as_completed(futs):
-                case = futs[fut]
-                try:
-                    found = fut.result()
-                except EtlError as exc:
-                    result.lookup_failures.append((case.patient_id, exc.what))
-                    prog.finished(case.patient_id, f"{case.patient_id}: lookup failed: {exc.what}", failed=True)
-                    continue
-                tasks.extend(found)
-                prog.finished(case.patient_id, f"{case.patient_id}: {len(found)} series listed", quiet=True)
+            with cancel_on_error(pool):
+                for fut in as_completed(futs):
+                    case = futs[fut]
+                    try:
+                        found = fut.result()
+                    except CacheUnusable:
+                        raise
+                    except EtlError as exc:
+                        result.lookup_failures.append((case.patient_id, exc.what))
+                        prog.finished(case.patient_id, f"{case.patient_id}: lookup failed: {exc.what}",
+                                      failed=not isinstance(exc, ServiceUnavailable), quiet=True)  # fmt: skip
+                        continue
+                    tasks.extend(found)
+                    prog.finished(case.patient_id, f"{case.patient_id}: {len(found)} series listed", quiet=True)
         seen: set[str] = set()
         unique = [t for t in tasks if not (t.series_uid in seen or seen.add(t.series_uid))]  # type: ignore[func-returns-value]
         with ThreadPoolExecutor(max_workers=jobs) as pool, RunProgress("NBIA series download", len(unique)) as prog:
-            futs2 = {}
-            for t in unique:
-                futs2[pool.submit(_fetch_with_progress, ex, t, prog)] = t
-            for fut in as_completed(futs2):
-                o = fut.result()
-                result.outcomes.append(o)
-                if o.status == "failed":
-                    prog.finished(o.series_uid, f"{o.patient_id} series {o.series_uid}: FAILED: {o.reason}", failed=True)
-                else:
-                    rate = o.bytes / o.seconds / 1e6 if o.seconds > 0 and o.status == "fetched" else 0.0
-                    extra = f" in {o.seconds:.2f} s ({rate:.1f} MB/s, {o.attempts} attempt(s))" if o.status == "fetched" else ""
-                    prog.finished(o.series_uid, f"{o.patient_id} series {o.series_uid}: {o.status}, "
-                                  f"{o.files} files, {o.bytes / 1e6:.2f} MB{extra}", quiet=o.status == "cached")  # fmt: skip
+            futs2 = {pool.submit(_fetch_with_progress, ex, t, prog): t for t in unique}
+            with cancel_on_error(pool):
+                for fut in as_completed(futs2):
+                    o = fut.result()
+                    result.outcomes.append(o)
+                    if o.status == "failed":
+                        prog.finished(o.series_uid, f"{o.patient_id} series {o.series_uid}: FAILED: {o.reason}",
+                                      failed=not o.skipped, quiet=True)  # fmt: skip
+                    else:
+                        rate = o.bytes / o.seconds / 1e6 if o.seconds > 0 and o.status == "fetched" else 0.0
+                        extra = f" in {o.seconds:.2f} s ({rate:.1f} MB/s, {o.attempts} attempt(s))" if o.status == "fetched" else ""
+                        prog.finished(o.series_uid, f"{o.patient_id} series {o.series_uid}: {o.status}, "
+                                      f"{o.files} files, {o.bytes / 1e6:.2f} MB{extra}", quiet=o.status == "cached")  # fmt: skip
         result.requests = transport.requests_made
+        result.gave_up = ex.breaker.tripped
     result.outcomes.sort(key=lambda o: (o.patient_id, o.series_uid))
     result.lookup_failures.sort()
     result.seconds = time.monotonic() - start

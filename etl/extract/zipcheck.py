@@ -76,12 +76,23 @@ def check_series_zip(path: Path, series_uid: str, image_count: int | None, md5_o
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise TransientError(f"downloaded zip is corrupt or truncated ({exc})", where) from exc
+        msg = _not_a_zip(path, exc)
+        # an HTML page answered with 200 is a maintenance page or a proxy: the service, not this series
+        raise TransientError(msg, where, unavailable=msg.startswith("server sent an HTML")) from exc
     with zf:
         infos = zf.infolist()
+        seen: dict[str, int] = {}
         for info in infos:
-            if safe_member_name(info.filename) is None:
+            norm = safe_member_name(info.filename)
+            if norm is None:
                 raise PermanentError(f"unsafe zip entry name {info.filename!r} (zip-slip); archive rejected", where)
+            if not info.is_dir():
+                seen[norm] = seen.get(norm, 0) + 1
+        dups = sorted(n for n, k in seen.items() if k > 1)
+        if dups:  # one entry would silently overwrite the other on extraction
+            raise PermanentError(f"zip has {seen[dups[0]]} entries named {dups[0]!r}"
+                                 + (f" (and {len(dups) - 1} more duplicate names)" if len(dups) > 1 else "")
+                                 + "; archive rejected", where)  # fmt: skip
         md5s: dict[str, str] | None = None
         names = {safe_member_name(i.filename): i for i in infos if not i.is_dir()}
         manifest_info = next((i for n, i in names.items() if n and posixpath.basename(n) == MD5_MANIFEST), None)
@@ -93,7 +104,9 @@ def check_series_zip(path: Path, series_uid: str, image_count: int | None, md5_o
             assert name is not None
             if info is manifest_info:
                 continue
-            if not name.lower().endswith(".dcm"):
+            # a .dcm entry must be DICOM; any other entry is DICOM if it carries the Part 10 marker
+            # (mirrors that drop the extension), else it is an extra (licence, readme) that is not stored
+            if not name.lower().endswith(".dcm") and not _has_dicm_marker(zf, info, where):
                 ignored.append(name)
                 continue
             sha, md5, size, head = _hash_member(zf, info, where)
@@ -103,7 +116,8 @@ def check_series_zip(path: Path, series_uid: str, image_count: int | None, md5_o
                 raise TransientError(f"entry {name} is not a DICOM Part 10 file (no DICM marker)", where)
             members.append(Member(name, info, sha, md5, size))
         if not members:
-            raise TransientError("zip holds no DICOM files", where)
+            extra = f" (entries: {', '.join(ignored[:3])}{', ...' if len(ignored) > 3 else ''})" if ignored else " (empty archive)"
+            raise TransientError(f"zip holds no DICOM files{extra}", where)
         if image_count is not None and len(members) != image_count:
             raise TransientError(f"zip holds {len(members)} DICOM files, NBIA ImageCount is {image_count}", where)
         if md5s is not None:
@@ -116,7 +130,54 @@ def check_series_zip(path: Path, series_uid: str, image_count: int | None, md5_o
                     raise TransientError(f"md5 mismatch for {m.name}: got {m.md5}, {MD5_MANIFEST} says {want}", where)
         elif md5_offered:
             raise TransientError(f"the MD5 endpoint sent no {MD5_MANIFEST}", where)
-        return CheckedZip(members, md5s is not None, ignored)
+        return CheckedZip(_unwrap(members), md5s is not None, ignored)
+
+
+def _unwrap(members: list[Member]) -> list[Member]:
+    """Drop a folder that wraps every DICOM entry (``<uid>/1-01.dcm`` -> ``1-01.dcm``), so a series is
+    stored under the same names whichever way the server packed it; deeper structure is kept."""
+    import dataclasses
+
+    while members and all("/" in m.name for m in members):
+        top = {m.name.split("/", 1)[0] for m in members}
+        if len(top) != 1:
+            break
+        members = [dataclasses.replace(m, name=m.name.split("/", 1)[1]) for m in members]
+    return members
+
+
+def _has_dicm_marker(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> bool:
+    if info.file_size < 132:
+        return False
+    try:
+        with zf.open(info) as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise TransientError(f"zip entry {info.filename} is damaged ({exc})", where) from exc
+
+
+def _not_a_zip(path: Path, exc: BaseException) -> str:
+    """Say what arrived instead of a zip: an HTML/JSON error page answered with 200, nothing, or a cut zip."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+        size = path.stat().st_size
+    except OSError:
+        return f"downloaded zip is unreadable ({exc})"
+    if size == 0:
+        return "server sent an empty body instead of a zip"
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype", b"<html", b"<?xml", b"<")):
+        import re
+
+        title = re.search(rb"<title>(.*?)</title>", head, re.I | re.S)
+        hint = f" titled {title.group(1).decode('utf-8', 'replace').strip()[:60]!r}" if title else ""
+        return f"server sent an HTML/XML page{hint} ({size} bytes) instead of a zip"
+    if text.startswith((b"{", b"[")):
+        return f"server sent JSON ({size} bytes) instead of a zip: {head[:80].decode('utf-8', 'replace')!r}"
+    if not head.startswith(b"PK"):
+        return f"server sent {size} bytes that are not a zip (starting {head[:16]!r})"
+    return f"downloaded zip is corrupt or truncated ({exc})"
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> bytes:

@@ -8,6 +8,7 @@ Authorization headers are never logged: the log records only whether a request c
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import socket
@@ -19,7 +20,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from etl.standins.faults import Faults
+from etl.standins.faults import HTML_ERROR_PAGE, Faults
 
 log = logging.getLogger("etl.standins")
 
@@ -158,11 +159,35 @@ class LoopbackServer:
         with self._log_lock:
             self.log.append(entry)
 
+    def _replace(self, old: LogEntry, new: LogEntry) -> None:
+        with self._log_lock:
+            for i in range(len(self.log) - 1, -1, -1):
+                if self.log[i] is old:
+                    self.log[i] = new
+                    return
+
     def touch(self) -> None:
         self._last = time.monotonic()
 
     def should_stop(self) -> bool:
         return self._stop.is_set()
+
+    # ------------------------------------------------------------------ shared fault knobs
+    _STATUS_KNOBS = (("http500", 500, "Internal Server Error"), ("http503", 503, "Service Unavailable"),
+                     ("http429", 429, "Too Many Requests"))  # fmt: skip
+
+    def status_fault(self, ids: set[str], as_json: bool, skip: tuple[str, ...] = ()) -> tuple[Response, str] | None:
+        """The injected error answer for this request (http500/http503/http429/html_200), if one fires."""
+        for knob, status, text in self._STATUS_KNOBS:
+            if knob not in skip and self.faults.take(knob, ids):
+                body = f"{text} (injected)"
+                resp = Response.json({"reason": body}, status) if as_json else Response.text(body, status)
+                if status != 500 and self.faults.retry_after > 0:
+                    resp.headers["Retry-After"] = f"{self.faults.retry_after:g}"
+                return resp, knob
+        if self.faults.take("html_200", ids):  # a proxy or maintenance page answering 200 for anything
+            return Response(200, HTML_ERROR_PAGE, {"Content-Type": "text/html; charset=utf-8"}), "html_200"
+        return None
 
     # ------------------------------------------------------------------ to implement
     def handle(self, req: Request) -> tuple[Response, set[str], str, str]:
@@ -195,8 +220,14 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a stand-in bug must show up as a 500 with the reason, not a hang
             log.exception("%s failed on %s %s", owner.name, self.command, self.path)
             resp, ids, fault, auth = Response.text(f"stand-in error: {exc}", 500), set(), "bug", "n/a"
+        # logged before the answer goes out, so a client that has its answer always finds it in the log
+        body_len = 0 if self.command == "HEAD" else len(resp.body)
+        planned = body_len if resp.drop_after is None else min(body_len, resp.drop_after)
+        entry = LogEntry(time.time(), self.command, parts.path, query, frozenset(ids), resp.status, planned, fault, auth)
+        owner._record(entry)
         sent = self._send(resp)
-        owner._record(LogEntry(time.time(), self.command, parts.path, query, frozenset(ids), resp.status, sent, fault, auth))
+        if sent != planned:  # the client went away mid-answer
+            owner._replace(entry, dataclasses.replace(entry, bytes_sent=sent))
         owner.touch()
 
     def _send(self, resp: Response) -> int:

@@ -20,7 +20,22 @@ KNOBS = {
     "slow_first_byte": "seconds to wait before the first byte of the first `slow_count` payload answers",
     "slow_count": "how many payload answers are slow (see slow_first_byte)",
     "zip_slip": "add an entry named ../<name> to the first k zips",
+    "http503": "answer the first k matching requests with HTTP 503 (with Retry-After if retry_after > 0)",
+    "http429": "answer the first k matching requests with HTTP 429 Too Many Requests (Retry-After: retry_after)",
+    "retry_after": "seconds sent in the Retry-After header of http503/http429 answers (0: no header)",
+    "html_200": "answer the first k matching requests with 200 and an HTML error page instead of the payload",
+    "bad_json": "answer the first k JSON requests with 200 and malformed JSON",
+    "empty_zip": "serve the first k zips with no entries at all",
+    "duplicate_entry": "repeat the first DICOM entry of the first k zips under the same name",
+    "extra_entries": "add non-DICOM files (LICENSE.txt, notes/readme.md) to the first k zips (harmless)",
+    "nested_folder": "put every entry of the first k zips under a <SeriesInstanceUID>/ folder (harmless)",
+    "missing_md5": "omit the md5 of the first k payloads (no md5hashes.csv / no contentMd5)",
 }
+
+
+_FLOAT_KNOBS = ("slow_first_byte", "retry_after")
+HTML_ERROR_PAGE = (b"<!DOCTYPE html>\n<html><head><title>Service Unavailable</title></head>"
+                   b"<body><h1>Down for maintenance</h1><p>Please try again later.</p></body></html>\n")
 
 
 @dataclass
@@ -32,6 +47,16 @@ class Faults:
     slow_first_byte: float = 0.0
     slow_count: int = 0
     zip_slip: int = 0
+    http503: int = 0
+    http429: int = 0
+    retry_after: float = 0.0
+    html_200: int = 0
+    bad_json: int = 0
+    empty_zip: int = 0
+    duplicate_entry: int = 0
+    extra_entries: int = 0
+    nested_folder: int = 0
+    missing_md5: int = 0
     targets: frozenset[str] = frozenset()
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     fired: dict[str, int] = field(default_factory=dict, compare=False)
@@ -68,5 +93,5 @@ class Faults:
                 num: float = ALWAYS
             else:
                 num = float(value)
-            setattr(f, key, num if key == "slow_first_byte" else int(num))
+            setattr(f, key, num if key in _FLOAT_KNOBS else int(num))
         return f

@@ -33,6 +33,7 @@ from etl.standins.base import LoopbackServer, Request, Response
 from etl.standins.faults import Faults
 
 API_PREFIX = "/nbia-api/services/v4/"
+_JSON_ENDPOINTS = ("getCollectionValues", "getPatient", "getSeries", "getSeriesSize")
 
 
 @dataclass
@@ -117,6 +118,21 @@ class NbiaStandin(LoopbackServer):
     def _zip_response(self, uid: str, with_md5: bool, ids: set[str]) -> tuple[Response, str]:
         data, md5s = self._zip(uid, with_md5)
         fault = ""
+        faults = self.faults
+        for knob in ("empty_zip", "duplicate_entry", "extra_entries", "nested_folder", "missing_md5"):
+            if faults.take(knob, ids):
+                entries = _read_entries(data)
+                if knob == "empty_zip":
+                    entries = []
+                elif knob == "duplicate_entry":
+                    entries.insert(1, entries[0])
+                elif knob == "extra_entries":
+                    entries += [("LICENSE.txt", b"CC BY 4.0\n"), ("notes/readme.md", b"# synthetic\n")]
+                elif knob == "nested_folder":
+                    entries = [(f"{uid}/{n}", b) for n, b in entries]
+                else:
+                    entries = [e for e in entries if e[0] != "md5hashes.csv"]
+                data, fault = _build_zip(entries, None), (fault + "+" if fault else "") + knob
         if with_md5 and self.faults.take("wrong_md5", ids):
             entries = _read_entries(data)
             bad = [(n, ("0" * 32 if i == 0 else h)) for i, (n, h) in enumerate(md5s)]
@@ -151,8 +167,10 @@ class NbiaStandin(LoopbackServer):
         ids = {v for k, v in q.items() if k in ("SeriesInstanceUID", "PatientID", "Collection") and v}
         if endpoint == "getSeriesMetadata" and q.get("list"):
             ids |= set(q["list"].split(","))
-        if self.faults.take("http500", ids):
-            return Response.text("Internal Server Error (injected)", 500), ids, "http500", "n/a"
+        if (injected := self.status_fault(ids, as_json=False)) is not None:
+            return injected[0], ids, injected[1], "n/a"
+        if endpoint in _JSON_ENDPOINTS and self.faults.take("bad_json", ids):
+            return Response(200, b'[{"Collection": "Synth', {"Content-Type": "application/json"}), ids, "bad_json", "n/a"
         if endpoint == "getCollectionValues":
             names = sorted({s.collection for s in self.series.values()})
             return Response.json([{"Collection": n} for n in names]), ids, "", "n/a"
@@ -211,8 +229,11 @@ def _parse_form(body: bytes) -> dict[str, list[str]]:
 
 
 def _build_zip(entries: list[tuple[str, bytes]], md5s: list[tuple[str, str]] | None) -> bytes:
+    import warnings
+
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+    with warnings.catch_warnings(), zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        warnings.simplefilter("ignore", UserWarning)  # "Duplicate name": wanted by the duplicate_entry knob
         for name, data in entries:
             info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
             zf.writestr(info, data)

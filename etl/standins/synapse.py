@@ -137,13 +137,16 @@ class SynapseStandin(LoopbackServer):
         return d
 
     def _handle_json(self, e: _Entity, md5: str | None = None) -> dict[str, Any]:
-        return {
+        d = {
             "id": e.handle_id, "etag": f"fh-{e.handle_id}", "createdBy": "3400001", "createdOn": _T0,
             "modifiedOn": _T0, "concreteType": S3_HANDLE, "contentType": "application/octet-stream",
-            "contentMd5": md5 or e.md5, "fileName": e.name, "storageLocationId": 1, "contentSize": e.size,
+            "contentMd5": e.md5 if md5 is None else md5, "fileName": e.name, "storageLocationId": 1, "contentSize": e.size,
             "status": "AVAILABLE", "bucketName": "standin-bucket", "key": f"{e.handle_id}/{e.name}",
             "isPreview": False,
         }  # fmt: skip
+        if not d["contentMd5"]:  # a handle without an md5 (missing_md5 knob): the key is absent, as on Synapse
+            del d["contentMd5"]
+        return d
 
     def _presign(self, e: _Entity) -> str:
         date = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -178,8 +181,8 @@ class SynapseStandin(LoopbackServer):
             ids.add(str(rf.get("associateObjectId")))
         if auth == "bad" or (auth == "none" and self.token is not None):
             return Response.json({"reason": "Invalid access token" if auth == "bad" else "Unauthorized"}, 401), ids, "", auth
-        if self.faults.take("http500", ids):
-            return Response.json({"reason": "Internal server error (injected)"}, 500), ids, "http500", auth
+        if (injected := self.status_fault(ids, as_json=True)) is not None:
+            return injected[0], ids, injected[1], auth
         if path == "/repo/v1/userProfile":
             prof = {"ownerId": "3400001", "userName": "standin-user", "displayName": "Stand-in User", "emails": []}
             return Response.json(prof), ids, "", auth
@@ -191,16 +194,19 @@ class SynapseStandin(LoopbackServer):
             if e is None or (m.group(2) and (e.kind != "file" or m.group(2) != "1")):
                 return Response.json({"reason": f"{m.group(1)} not found"}, 404), ids, "", auth
             bundle: dict[str, Any] = {"entityType": e.kind}
+            fault = ""
             if body.get("includeEntity", True):
                 bundle["entity"] = self._entity_json(e)
             if body.get("includeAnnotations"):
                 bundle["annotations"] = {"id": e.id, "etag": f"etag-{e.id}", "annotations": {}}
             if body.get("includeFileHandles"):
-                bundle["fileHandles"] = [self._handle_json(e)] if e.kind == "file" else []
+                md5 = "" if e.kind == "file" and self.faults.take("missing_md5", {e.id, e.name}) else None
+                bundle["fileHandles"] = [self._handle_json(e, md5)] if e.kind == "file" else []
+                fault = "missing_md5" if md5 == "" else fault
             if body.get("includeRestrictionInformation"):
                 bundle["restrictionInformation"] = {"objectId": int(e.id[3:]), "restrictionLevel": "OPEN",
                                                     "hasUnmetAccessRequirement": False}  # fmt: skip
-            return Response.json(bundle), ids, "", auth
+            return Response.json(bundle), ids, fault, auth
         m = re.fullmatch(r"/repo/v1/entity/(syn\d+)", path)
         if m and req.method == "GET":
             e = self.entities.get(m.group(1))
@@ -219,6 +225,8 @@ class SynapseStandin(LoopbackServer):
                 md5 = None
                 if self.faults.take("wrong_md5", {e.id, e.name}):
                     md5, fault = "0" * 32, "wrong_md5"
+                elif self.faults.take("missing_md5", {e.id, e.name}):
+                    md5, fault = "", "missing_md5"
                 item: dict[str, Any] = {"fileHandleId": e.handle_id}
                 if body.get("includeFileHandles"):
                     item["fileHandle"] = self._handle_json(e, md5)
@@ -276,6 +284,8 @@ class SynapseStandin(LoopbackServer):
             b = min(b, len(data) - 1)
             headers["Content-Range"] = f"bytes {a}-{b}/{len(data)}"
             data, status = data[a:b + 1], 206
+        if (injected := self.status_fault(ids, as_json=False, skip=("http500",))) is not None:
+            return injected[0], ids, injected[1], "n/a"  # http500 stays a REST-only knob
         resp = Response(status, data, headers)
         fault = ""
         if self.faults.take("drop_mid_body", ids):
