@@ -9,6 +9,7 @@ and the others continue; the exit code is 1 at the end if any failed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 import typer
 
+log = logging.getLogger("etl.convert")
 UID_DIR = re.compile(r"^[0-9]+(\.[0-9]+)+$")  # a series folder named by its SeriesInstanceUID
 
 
@@ -107,8 +109,8 @@ def _owner_of(folder: Path) -> tuple[str, str] | None:
 
 
 def plan(dicom_dir: Path, out_dir: Path, profile: str, patient_id: str | None,
-         definition: str | None = None) -> list[CaseJob]:
-    """The cases a command line asks for."""
+         definition: str | None = None, exclusions: Path | None = None) -> list[CaseJob]:
+    """The cases a command line asks for; in a folder of cases, excluded patients are skipped and logged."""
     from etl.errors import InputUnreadable
 
     if not dicom_dir.exists():
@@ -116,7 +118,15 @@ def plan(dicom_dir: Path, out_dir: Path, profile: str, patient_id: str | None,
     if dicom_dir.is_file() or patient_id or is_single_case(dicom_dir):
         pid = patient_id or dicom_dir.name
         return [CaseJob(str(dicom_dir), str(out_dir), pid, profile, definition)]
-    cases = sorted(p for p in dicom_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    from etl.extract.manifest import read_exclusions
+
+    excluded = read_exclusions(exclusions)
+    cases = []
+    for p in sorted(p for p in dicom_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if p.name in excluded:
+            log.info("skipping %s: excluded (%s)", p.name, excluded[p.name])
+        else:
+            cases.append(p)
     return [CaseJob(str(p), str(out_dir), p.name, profile, definition) for p in cases]
 
 
@@ -149,12 +159,9 @@ def dry_run(jobs: list[CaseJob]) -> int:
 
 def run_cases(jobs: list[CaseJob], n_jobs: int = 1, scheduler: str | None = None) -> list[Any]:
     """Convert cases through the Runner; log each outcome; return the outcomes in case order."""
-    import logging
-
     from etl.progress import track
     from etl.runner import make_runner
 
-    log = logging.getLogger("etl.convert")
     runner = make_runner(n_jobs, scheduler)
     outcomes = []
     for out in track(runner.map(convert_case, jobs), "converting cases", total=len(jobs)):
@@ -187,6 +194,8 @@ def register(app: typer.Typer) -> None:
                                              "(tcp://host:8786); runs the cases on that cluster instead."),
         definition: Path | None = typer.Option(None, "--definition", help="Release definition whose naming "
                                                "templates to use (default: the shipped release/v1.yaml)."),
+        exclusions: Path | None = typer.Option(None, "--exclusions", help="Extra exclusions CSV (patient_id, reason); "
+                                               "with the shipped manifests/exclusions.csv, applied to a folder of cases."),
         dry: bool = typer.Option(False, "--dry-run", help="Print the inventory (series, phases, geometry) and the "
                                  "files that would be written; write nothing."),
     ) -> None:
@@ -197,7 +206,7 @@ def register(app: typer.Typer) -> None:
 
         if profile not in profiles():
             raise ConfigError(f"unknown profile {profile!r} (known: {', '.join(sorted(profiles()))})", "--profile")
-        case_jobs = plan(dicom_dir, out_dir, profile, patient_id, str(definition) if definition else None)
+        case_jobs = plan(dicom_dir, out_dir, profile, patient_id, str(definition) if definition else None, exclusions)
         if dry:
             raise typer.Exit(1 if dry_run(case_jobs) else 0)
         if len(case_jobs) == 1 and not scheduler:

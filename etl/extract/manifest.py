@@ -106,4 +106,6 @@ def cases_to_fetch(
             log.info("skipping %s: excluded (%s)", case.patient_id, excluded[case.patient_id])
         else:
             keep.append(case)
+    for pid in sorted(set(excluded) - {c.patient_id for c in cases}):
+        log.warning("exclusion %s matches no manifest case (typo?)", pid)
     return keep, skipped

@@ -336,6 +336,7 @@ def build_release(defn: ReleaseDefinition, out: str | Path, *, link: bool = Fals
             raise ValidationFailed(f"table lacks column {col}", str(defn.table))
     df = df.drop(columns=[c for c in ("split",) if c in df.columns])
     df["patient_id"] = df["patient_id"].astype("string").str.strip()
+    df, excluded = _apply_exclusions(df, defn)
     df = df.sort_values("patient_id", kind="mergesort").reset_index(drop=True)
 
     layouts = [Layout.from_definition(root, defn.path) for root in defn.staged]
@@ -450,6 +451,7 @@ def build_release(defn: ReleaseDefinition, out: str | Path, *, link: bool = Fals
         }
         extra = {
             "cases": {"total": len(df), "by_dataset": dict(sorted(counts.items())), "left_out_without_images": dropped,
+                      "excluded": excluded,
                       "staged_without_table_row": unlisted},
             "imaging_overrides_from_staged": overrides,
             "split": {"file": {"path": str(defn.split_file), "sha256": sha256_file(defn.split_file)} if defn.split_file else None,
@@ -489,6 +491,19 @@ def build_release(defn: ReleaseDefinition, out: str | Path, *, link: bool = Fals
                                        f"{problems[0].message}", problems[0].where)
     size = sum((out / rel).stat().st_size for rel in final) + (out / MANIFEST).stat().st_size
     return BuildResult(out, len(df), n_images, n_expert, n_auto, size, len(final) + 1, dropped, overrides, result.merges)
+
+
+def _apply_exclusions(df: pd.DataFrame, defn: ReleaseDefinition) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Drop excluded cases (shipped manifests/exclusions.csv + the definition's ``sources.exclusions``).
+
+    The release is the last gate: a case excluded after its table was built must still never ship."""
+    from etl.extract.manifest import read_exclusions
+
+    excluded = read_exclusions(defn.exclusions)
+    hit = {pid: excluded[pid] for pid in df["patient_id"].astype(str) if pid in excluded}
+    for pid, reason in sorted(hit.items()):
+        log.info("excluded %s: %s", pid, reason)
+    return df[~df["patient_id"].isin(list(hit))].reset_index(drop=True), dict(sorted(hit.items()))
 
 
 def is_built_release(path: Path) -> bool:

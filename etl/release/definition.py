@@ -55,6 +55,7 @@ class ReleaseDefinition:
     split: SplitSettings
     split_file: Path | None = None
     collections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    exclusions: Path | None = None  # extra exclusions CSV on top of the shipped manifests/exclusions.csv
 
     @property
     def release_id(self) -> str:
@@ -71,6 +72,7 @@ class ReleaseDefinition:
             "staged": [str(p) for p in self.staged],
             "table": str(self.table) if self.table else None,
             "caches": [str(p) for p in self.caches],
+            "exclusions": str(self.exclusions) if self.exclusions else None,
         }
         out["previous"] = str(self.previous) if self.previous else None
         out["cases"] = self.cases
@@ -135,6 +137,10 @@ def load_definition(
     else:
         table_path = None
 
+    exclusions_path = _resolve(sources["exclusions"], base, "sources.exclusions", path) if sources.get("exclusions") else None
+    if exclusions_path is not None and not exclusions_path.is_file():
+        raise ConfigError("exclusions file not found", f"{path}: sources.exclusions ({exclusions_path})")
+
     caches = []
     for p in sources.get("caches") or []:
         try:
@@ -190,6 +196,7 @@ def load_definition(
         staged=staged_paths,
         table=table_path,
         caches=caches,
+        exclusions=exclusions_path,
         previous=prev_path,
         cases=mode,
         imaging_from_staged=bool(raw.get("imaging_from_staged", True)),

@@ -186,3 +186,16 @@ def test_case_with_named_series_folders_is_one_case(cli, tmp_path: Path) -> None
         (tmp_path / "PAT_7" / uid).rename(tmp_path / "PAT_7" / f"ax dyn {i}")
     res = cli("convert", tmp_path / "PAT_7", tmp_path / "out")
     assert res.exit_code == 0 and "PAT_7: converted, 3 phases" in res.stdout
+
+
+def test_folder_of_cases_skips_excluded_patients(cli, corpus, tmp_path: Path) -> None:
+    flat, written = corpus
+    first, *rest = sorted(written)
+    excl = tmp_path / "exclusions.csv"
+    excl.write_text(f"patient_id,reason\n{first},image quality\n")
+    out = tmp_path / "out"
+    res = cli("convert", flat, out, "--exclusions", excl, "--jobs", "1")
+    assert res.exit_code == 0, res.stderr
+    assert f"{len(rest)} converted" in res.stdout
+    assert sorted(p.name for p in (out / "images").iterdir()) == rest
+    assert f"skipping {first}: excluded (image quality)" in res.stderr

@@ -218,3 +218,32 @@ def test_fixed_split_file_is_reproduced(staged, tmp_path: Path) -> None:
 
     with pytest.raises(ValidationFailed, match="no assignment"):
         build_release(load_definition(d), tmp_path / "rel2")
+
+
+def test_excluded_case_never_ships_and_is_recorded(cli, tmp_path: Path) -> None:
+    """manifests/exclusions.csv is applied by every stage; the release is the last gate even when the table
+    was built before the exclusion was added (here: the definition's sources.exclusions)."""
+    import yaml
+
+    s = make_staged(tmp_path, ids=["DUKE_001", "DUKE_002", "NACT_01"], masks=False)
+    excl = tmp_path / "exclusions.csv"
+    excl.write_text("patient_id,reason\nDUKE_002,consent withdrawn\nDUKE_999,typo case\n")
+    doc = yaml.safe_load(s.definition.read_text())
+    doc.setdefault("sources", {})["exclusions"] = str(excl)
+    doc["split"] = dict(doc.get("split") or {}, folds=2)
+    s.definition.write_text(yaml.safe_dump(doc))
+    out = tmp_path / "rel"
+    res = cli("release", "build", s.definition, "--out", out)
+    assert res.exit_code == 0, res.stderr
+    import pandas as pd
+
+    table = pd.read_parquet(out / "clinical_and_imaging_info.parquet")
+    assert list(table["patient_id"]) == ["DUKE_001", "NACT_01"]
+    assert not (out / "images" / "DUKE_002").exists()
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["cases"]["excluded"] == {"DUKE_002": "consent withdrawn"}
+    assert cli("release", "verify", out).exit_code == 0
+    doc["sources"]["exclusions"] = str(tmp_path / "missing.csv")
+    s.definition.write_text(yaml.safe_dump(doc))
+    res = cli("release", "build", s.definition, "--out", tmp_path / "rel2")
+    assert res.exit_code != 0 and "exclusions file not found" in res.stderr
