@@ -84,9 +84,8 @@ def _read_parquet(path: Path) -> pd.DataFrame:
 
     from etl.validate.schema import load_schema
 
-    table = pq.read_table(path)
-    df = table.to_pandas(types_mapper=_nullable_types)
-    return _typed_to_text(df, load_schema().formats())
+    table = _typed_to_text(pq.read_table(path), load_schema().formats())
+    return table.to_pandas(types_mapper=_nullable_types)
 
 
 def _nullable_types(arrow_type):  # type: ignore[no-untyped-def]
@@ -195,27 +194,36 @@ def _make_xlsx_deterministic(path: Path) -> None:
     path.write_bytes(out.getvalue())
 
 
-def _typed_to_text(df: pd.DataFrame, formats: dict[str, str]) -> pd.DataFrame:
-    """Bring Parquet's typed list/date columns back to the published text form (vectorized)."""
+def _typed_to_text(table, formats: dict[str, str]):  # type: ignore[no-untyped-def]
+    """Bring Parquet's typed list/date columns back to the published text form, in Arrow (vectorized; no
+    per-row Python lists are ever made, which is what dominated reading a large table through pandas)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     for name, fmt in formats.items():
-        if name not in df.columns:
+        if name not in table.column_names:
             continue
-        arr = pa.array(df[name], from_pandas=True) if not isinstance(df[name].dtype, pd.ArrowDtype) else None
-        if fmt in ("list_float", "list_int") and pa.types.is_list(arr.type):
-            flat = pc.list_flatten(arr).to_numpy(zero_copy_only=False)
-            uniq, inverse = np.unique(flat, return_inverse=True)
+        arr = table.column(name).combine_chunks()
+        if fmt in ("list_float", "list_int") and (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type)):
+            # format each distinct number once (few per column), then take: Python never sees the rows
+            encoded = pc.dictionary_encode(pc.list_flatten(arr)) if len(arr) else None
             fmt_one = (lambda v: str(int(v))) if fmt == "list_int" else (lambda v: repr(float(v)))
-            texts = np.array([fmt_one(u) for u in uniq], dtype=object)[inverse] if len(flat) else np.array([], object)
-            lists = pa.ListArray.from_arrays(arr.offsets, pa.array(texts, type=pa.string()), mask=arr.is_null())
-            joined = pc.binary_join_element_wise("[", pc.binary_join(lists, ", "), "]", "")
-            df[name] = pd.Series(pd.array(joined, dtype=STRING_DTYPE), index=df.index)
+            if encoded is None or len(encoded) == 0:
+                texts = pa.array([], type=pa.string())
+            else:
+                words = pa.array([fmt_one(v) for v in encoded.dictionary.to_pylist()], type=pa.string())
+                texts = pc.take(words, encoded.indices)
+            offsets = arr.offsets
+            if arr.offset:  # a sliced array: offsets relative to the flattened values
+                offsets = pc.subtract(offsets, offsets[0])
+            lists = pa.ListArray.from_arrays(offsets, texts, mask=arr.is_null())
+            text = pc.binary_join_element_wise("[", pc.binary_join(lists, ", "), "]", "")
         elif fmt == "date" and (pa.types.is_date(arr.type) or pa.types.is_timestamp(arr.type)):
             text = pc.strftime(arr.cast(pa.timestamp("s")), format="%Y/%m/%d")
-            df[name] = pd.Series(pd.array(text, dtype=STRING_DTYPE), index=df.index)
-    return df
+        else:
+            continue
+        table = table.set_column(table.column_names.index(name), name, text)
+    return table
 
 
 def format_list(values, fmt: str) -> str | None:  # type: ignore[no-untyped-def]
