@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -54,6 +54,22 @@ class Transport:
         self._failures: dict[str, Exception] = {}
         self._lock = threading.Lock()
         self.requests_made = 0
+        self._watchers: dict[str, Callable[[int, int | None], None]] = {}
+
+    @contextlib.contextmanager
+    def watch(self, series_uid: str, on_bytes: Callable[[int, int | None], None]) -> Iterator[None]:
+        """Report ``(bytes so far, Content-Length or None)`` while this series' body arrives.
+
+        tcia_utils downloads in its own worker threads and reads the whole zip into memory, so the body is
+        streamed here (keyed by the series in the URL) and handed to it complete: the client is unchanged
+        and the curator sees a byte bar per series."""
+        with self._lock:
+            self._watchers[series_uid] = on_bytes
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._watchers.pop(series_uid, None)
 
     def _session(self) -> requests.Session:
         s = getattr(self._local, "session", None)
@@ -77,8 +93,15 @@ class Transport:
             self.requests_made += 1
         err: Exception
         self._local.last = None
+        with self._lock:
+            on_bytes = self._watchers.get(key) if key else None
         try:
-            resp = self._session().request(method, url, timeout=self.timeout, **kw)
+            if on_bytes is None:
+                resp = self._session().request(method, url, timeout=self.timeout, **kw)
+            else:
+                resp = self._session().request(method, url, timeout=self.timeout, stream=True, **kw)
+                if resp.status_code < 400:
+                    _read_body(resp, on_bytes)
         except requests.Timeout:
             err = TransientError(f"no answer within {self.timeout:g} s (timeout)", where, unavailable=True)
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
@@ -119,6 +142,22 @@ class Transport:
         """The error the last request about this series raised inside tcia_utils, if any (then forgotten)."""
         with self._lock:
             return self._failures.pop(series_uid, None)
+
+
+def _read_body(resp: requests.Response, on_bytes: Callable[[int, int | None], None]) -> None:
+    """Read a streamed body in chunks (reporting progress) and keep it as the response's content."""
+    try:
+        total: int | None = int(resp.headers.get("Content-Length", ""))
+    except ValueError:
+        total = None
+    chunks, got = [], 0
+    on_bytes(0, total)
+    for chunk in resp.iter_content(chunk_size=1 << 20):
+        chunks.append(chunk)
+        got += len(chunk)
+        on_bytes(got, total)
+    resp._content = b"".join(chunks)  # what requests itself does for a non-streamed body
+    resp._content_consumed = True
 
 
 def _series_key(url: str, kw: dict[str, Any]) -> str:

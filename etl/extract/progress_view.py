@@ -15,6 +15,21 @@ from types import TracebackType
 log = logging.getLogger("etl.extract")
 
 
+def _CountColumn(items):  # type: ignore[no-untyped-def]
+    """The count column: ``12/60`` for the run and step rows, ``3.1/12.0 MB`` for a row receiving bytes."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class CountColumn(ProgressColumn):
+        def render(self, task):  # type: ignore[no-untyped-def]
+            if task.fields.get("unit") != "bytes":
+                return items.render(task)
+            done = f"{task.completed / 1e6:.1f}"
+            return Text(f"{done}/{task.total / 1e6:.1f} MB" if task.total else f"{done} MB", style="progress.download")
+
+    return CountColumn()
+
+
 class RunProgress:
     def __init__(self, description: str, total: int) -> None:
         self.description = description
@@ -33,7 +48,7 @@ class RunProgress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self._rich = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), _CountColumn(MofNCompleteColumn()),
                 TimeElapsedColumn(), console=Console(stderr=True), transient=False,
             )  # fmt: skip
             self._rich.start()
@@ -50,6 +65,11 @@ class RunProgress:
         if self._rich is not None:
             with self._lock:
                 self._rows[key] = self._rich.add_task(f"  {label}", total=total)
+
+    def bytes_of(self, key: str, done: int, total: int | None) -> None:
+        """A byte bar for an item whose body is arriving (total None: size unknown, the bar just counts)."""
+        if self._rich is not None and key in self._rows:
+            self._rich.update(self._rows[key], completed=done, total=total, unit="bytes")  # type: ignore[arg-type]
 
     def step(self, key: str, n: int = 1) -> None:
         if self._rich is not None and key in self._rows:

@@ -205,7 +205,10 @@ class TciaExtractor:
         def once() -> tuple[int, int]:
             nonlocal attempts
             attempts += 1
-            return self._download_once(task)
+            if progress is None:
+                return self._download_once(task)
+            with self.transport.watch(uid, lambda got, total: progress.bytes_of(uid, got, total)):
+                return self._download_once(task)
 
         try:
             self.breaker.check(f"series {uid}")

@@ -64,6 +64,20 @@ class LogEntry:
     auth: str  # "none" | "ok" | "bad" | "n/a"
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client hanging up (a timeout, a retry, a killed run) is routine for a stand-in, not a traceback on
+    the rehearsing curator's terminal; anything else is logged as one line."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("client %s went away: %s", client_address, exc)
+        else:
+            log.warning("stand-in request from %s failed: %r", client_address, exc)
+
+
 class LoopbackServer:
     """Subclasses implement ``handle(request) -> (Response, ids, fault, auth)``."""
 
@@ -98,7 +112,7 @@ class LoopbackServer:
         class Handler(_Handler):
             server_owner = owner
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"{self.name}-serve", daemon=True)  # fmt: skip

@@ -220,3 +220,21 @@ def test_mirror_without_md5_endpoint_falls_back_to_getimage(corpus3, tmp_path, f
     c = Cache(tmp_path / "c")
     assert not any(r.md5_checked for r in c.all_series())
     assert_clean(tmp_path / "c", set(series_of(cases)))
+
+
+def test_each_series_reports_its_bytes_as_they_arrive(corpus3, tmp_path, fast, monkeypatch) -> None:
+    """The per-series progress bar: tcia_utils reads each zip whole, so the transport streams the body and
+    reports (bytes so far, Content-Length) per series; the last report is the whole zip."""
+    from etl.extract.progress_view import RunProgress
+
+    seen: dict[str, list[tuple[int, int | None]]] = {}
+    monkeypatch.setattr(RunProgress, "bytes_of", lambda self, key, got, total: seen.setdefault(key, []).append((got, total)))
+    root, cases, manifest = corpus3
+    with NbiaStandin(root) as s:
+        res = run(s, manifest, tmp_path / "c", fast)
+    assert not res.failed
+    assert set(seen) == set(series_of(cases))
+    for uid, reports in seen.items():
+        got, total = reports[-1]
+        assert reports[0][0] == 0 and total is not None and got == total > 1000, (uid, reports)
+        assert [g for g, _ in reports] == sorted(g for g, _ in reports)
