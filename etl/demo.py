@@ -52,6 +52,19 @@ class DemoResult:
     segmentation: str = ""
 
 
+def _nnunet_unusable(found: bool) -> str | None:
+    """Why the nnU-Net path cannot run here, or None. Found is not enough: a broken install (a torch build
+    that does not load, a torchvision that does not match) only shows on import, and the demo segments in
+    this same process right after, so the import is not wasted."""
+    if not found:
+        return "not installed"
+    try:
+        import nnunetv2.inference.predict_from_raw_data  # noqa: F401  (imports torch too)
+    except Exception as exc:  # any failure to import means: use FTV, and say why
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    return None
+
+
 def load_demo_definition(path: str | Path | None = None) -> dict[str, Any]:
     src = Path(path) if path else data_path("release/demo.yaml")
     doc = load_yaml_mapping(src, "demo definition")
@@ -161,11 +174,12 @@ def run_demo(out: str | Path, jobs: int = 2, echo: Callable[[str], None] = print
 
     splits = work / "splits" / "train_test_splits.csv"
     stage("split (stratified by dataset x pcr x tumor_subtype)", split)
-    use_nnunet = nnunet_available()
+    why_not = _nnunet_unusable(nnunet_available())
+    use_nnunet = why_not is None
     result.segmentation = "nnU-Net (tiny model)" if use_nnunet else "FTV (nnU-Net not installed)"
     if not use_nnunet:
-        echo("[demo] note: nnU-Net v2 (torch + nnunetv2) is not importable, so masks come from the FTV fallback "
-             "(PE/SER thresholds, no model); install nnunetv2 to use the shipped tiny model")
+        echo(f"[demo] note: nnU-Net v2 (torch + nnunetv2) is not importable ({why_not}), so masks come from the "
+             "FTV fallback (PE/SER thresholds, no model); install the `segment` extra to use the shipped tiny model")
     stage(f"segment: {result.segmentation}",
           lambda: mamamia("segment", staged, *([] if use_nnunet else ["--ftv"]), "--device", "cpu"))
     stage("release build",

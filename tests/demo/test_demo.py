@@ -95,3 +95,14 @@ def test_demo_falls_back_to_ftv_without_nnunet(tmp_path):
     release = out / "release"
     assert len(list((release / "segmentations" / "automatic").glob("*.nii.gz"))) == 9
     assert proc.stdout.strip().splitlines()[-1] == f"release: {release.resolve()}"
+
+
+def test_a_broken_nnunet_install_falls_back_to_ftv_with_the_reason(monkeypatch) -> None:
+    """Found by the import system but failing to import (a torch build that does not load) is FTV too."""
+    from etl.demo import _nnunet_unusable
+
+    assert _nnunet_unusable(False) == "not installed"
+    assert _nnunet_unusable(True) is None  # the segment extra is installed here and imports
+    monkeypatch.setitem(sys.modules, "nnunetv2.inference.predict_from_raw_data", None)  # import now fails
+    why = _nnunet_unusable(True)
+    assert why is not None and why.startswith("ModuleNotFoundError") and "predict_from_raw_data" in why
