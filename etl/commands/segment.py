@@ -57,7 +57,8 @@ def register(app: typer.Typer) -> None:
         res = run_segmentation(staged, method=method, model=model, folds=_parse_folds(folds), device=device,
                                definition=definition, jobs=jobs, scheduler=scheduler)
         what = "FTV" if res.method == "ftv" else f"nnU-Net ({res.model}, folds {list(res.folds)}, {res.device})"
-        typer.echo(f"segmented {len(res.written)} case(s) with {what}; {len(res.skipped)} already done")
+        redone = f" ({len(res.redone)} redone: an earlier run had used another method or model)" if res.redone else ""
+        typer.echo(f"segmented {len(res.written)} case(s) with {what}{redone}; {len(res.skipped)} already done")
         qc = res.qc
         if qc is not None and len(qc):
             scored = qc[qc["has_expert"].fillna(False)]

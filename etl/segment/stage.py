@@ -1,12 +1,15 @@
 """The segmentation stage: preliminary masks for every staged case, then the QC table.
 
 Per case, the mask is written atomically to ``segmentations/automatic/{patient_id}.nii.gz`` on the grid of
-the input phase; a case whose mask exists is skipped, so a killed run resumes where it stopped. The QC
+the input phase; a case whose mask exists is skipped, so a killed run resumes where it stopped. Which method
+(and model, folds) made each mask is recorded in ``segmentation_methods.json`` at the staged root: a rerun
+with another method redoes the masks the earlier method made instead of silently keeping them. The QC
 table is recomputed from all masks present at the end (it is cheap), so it always matches the files.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -27,6 +30,7 @@ from etl.segment.io import (Case, grid_difference, load, read_array, read_phases
 log = logging.getLogger("etl.segment")
 
 QC_FILE = "segmentation_qc.parquet"
+METHODS_FILE = "segmentation_methods.json"  # patient_id -> what made its automatic mask
 QC_COLUMNS = {
     "patient_id": "string",
     "mask_volume_mm3": "Float64",
@@ -50,6 +54,21 @@ class RunResult:
     qc_path: Path | None = None
     model: str | None = None
     folds: tuple[int, ...] = ()
+    redone: list[str] = field(default_factory=list)  # masks an earlier, different method had made
+
+
+def read_methods(root: Path) -> dict[str, dict[str, object]]:
+    """The mask-origin record of a staged directory (empty when there is none or it is unreadable)."""
+    try:
+        data = json.loads((root / METHODS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_methods(root: Path, record: dict[str, dict[str, object]]) -> None:
+    with atomic_path(root / METHODS_FILE) as tmp:
+        tmp.write_text(json.dumps(dict(sorted(record.items())), indent=1, sort_keys=True) + "\n")
 
 
 def _reference(case: Case, config: SegmentationConfig) -> Path:
@@ -109,20 +128,42 @@ def run_segmentation(
         raise ConfigError(f"unknown segmentation method {method!r}", "--method")
     cases, unusable = scan_cases(layout)
     _clear_stale_temps(layout.root, cases)
-    todo = [c for c in cases if not c.automatic.exists()]
-    result = RunResult(method=method, device="cpu", skipped=[c.patient_id for c in cases if c.automatic.exists()])
+    mf = None
+    if method == "nnunet":
+        from etl.segment.nnunet import Predictor, predict_case, require_nnunet, resolve_model
+
+        require_nnunet()
+        mf = resolve_model(model or config.model, folds if folds is not None else config.folds)
+    signature: dict[str, object] = {"method": method}
+    if mf is not None:
+        signature.update(model=str(mf.path), folds=list(mf.folds))
+    record = read_methods(layout.root)
+    result = RunResult(method=method, device="cpu")
+    if mf is not None:
+        result.model, result.folds = str(mf.path), mf.folds
+    todo = []
+    for c in cases:
+        made_by = record.get(c.patient_id)
+        if not c.automatic.exists():
+            todo.append(c)
+        elif made_by is not None and made_by != signature:  # an earlier run used another method or model
+            log.warning("%s: mask made by %s; redoing it with %s", c.patient_id, _describe(made_by), _describe(signature))
+            result.redone.append(c.patient_id)
+            todo.append(c)
+        else:  # ours, or of unknown origin (a mask put there by hand is never overwritten)
+            result.skipped.append(c.patient_id)
     for pid, exc in unusable:  # e.g. a missing phase: recorded, the other cases go on
         log.error("%s: %s", pid, exc.message)
         result.failed.append((pid, exc.message))
     if result.skipped:
         log.info("%d of %d cases already have a mask; resuming with %d", len(result.skipped), len(cases), len(todo))
 
-    if method == "nnunet":
-        from etl.segment.nnunet import Predictor, predict_case, require_nnunet, resolve_model
+    def made(pid: str) -> None:
+        result.written.append(pid)
+        record[pid] = signature
+        _write_methods(layout.root, record)
 
-        require_nnunet()
-        mf = resolve_model(model or config.model, folds if folds is not None else config.folds)
-        result.model, result.folds = str(mf.path), mf.folds
+    if mf is not None:
         if todo:
             predictor = Predictor(mf, device or config.device, threads=jobs)
             result.device = predictor.device
@@ -137,7 +178,7 @@ def run_segmentation(
                         log.error("%s: %s", case.patient_id, exc.message)
                         result.failed.append((case.patient_id, exc.message))
                         continue
-                    result.written.append(case.patient_id)
+                    made(case.patient_id)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
     else:
@@ -147,7 +188,7 @@ def run_segmentation(
         for out in track(make_runner(jobs, scheduler).map(_ftv_one, work_items), "FTV", total=len(work_items)):
             pid = todo[out.index].patient_id
             if out.ok:
-                result.written.append(pid)
+                made(pid)
             else:  # an expected fault is its one-line message; a bug also names its exception type
                 why = out.message if out.traceback is None else f"{out.error_kind}: {out.message}"
                 log.error("%s: %s", pid, why)
@@ -162,6 +203,12 @@ def run_segmentation(
     result.failed.extend(qc_failed)
     result.qc_path = write_qc(result.qc, layout.root / QC_FILE)
     return result
+
+
+def _describe(signature: dict[str, object]) -> str:
+    if signature.get("method") != "nnunet":
+        return str(signature.get("method"))
+    return f"nnunet ({Path(str(signature.get('model'))).name}, folds {signature.get('folds')})"
 
 
 def case_quality(case: Case, config: SegmentationConfig) -> tuple[dict[str, object], str | None]:

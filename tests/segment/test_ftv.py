@@ -134,3 +134,33 @@ def test_one_bad_case_does_not_stop_the_others(cli, phantom_staged: Path, tmp_pa
     qc = pd.read_parquet(root / "segmentation_qc.parquet")
     assert sorted(qc["patient_id"]) == [f"SYN_{s}" for s in range(7001, 7007)]
     assert not layout.automatic_mask("BAD_0001").exists()
+
+
+def test_switching_method_redoes_the_masks_the_other_method_made(cli, nnunet_run, tmp_path: Path) -> None:
+    """Resume keeps a mask only if this method (and model, folds) made it, or if nobody recorded who did."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from etl.segment.stage import METHODS_FILE
+
+    src, _ = nnunet_run
+    root = tmp_path / "staged"
+    shutil.copytree(src, root)
+    record = json.loads((root / METHODS_FILE).read_text())
+    assert len(record) == 6 and all(r["method"] == "nnunet" and r["folds"] == [0] for r in record.values())
+    layout = Layout.from_definition(root)
+    hand = sorted(record)[0]
+    del record[hand]  # a mask of unknown origin (put there by hand): never overwritten
+    (root / METHODS_FILE).write_text(json.dumps(record))
+    before = np.asanyarray(nib.load(str(layout.automatic_mask(hand))).dataobj).copy()
+
+    res = cli("segment", root, "--ftv")
+    assert res.exit_code == 0, res.stderr
+    assert "segmented 5 case(s) with FTV (5 redone" in res.stdout and "1 already done" in res.stdout
+    after = json.loads((root / METHODS_FILE).read_text())
+    assert {pid: r["method"] for pid, r in after.items()} == {pid: "ftv" for pid in record}
+    assert np.array_equal(np.asanyarray(nib.load(str(layout.automatic_mask(hand))).dataobj), before)
+    res = cli("segment", root, "--ftv")
+    assert "segmented 0 case(s) with FTV; 6 already done" in res.stdout
