@@ -55,7 +55,33 @@ class Release:
 
     @cached_property
     def table(self) -> pd.DataFrame:
-        """The typed table (49 variables + split + fold), one row per case, sorted by patient_id."""
+        """The typed table (49 variables + split + fold), one row per case, sorted by patient_id.
+
+        Numbers are nullable (``Int64``, ``Float64``), lists are Python lists (``acquisition_times``:
+        ``[0, 584, 714]`` seconds, ``pixel_spacing``: ``[0.7031, 0.7031]``) and dates ``datetime64``, as the
+        Parquet stores them; ``text_table`` has the v1 published text forms instead."""
+        import pyarrow.parquet as pq
+
+        from etl.validate.schema import load_schema
+
+        df = self.text_table.copy()
+        typed = pq.read_table(self.root / TABLE)
+        order = {pid: i for i, pid in enumerate(typed.column("patient_id").to_pylist())}
+        rows = [order[pid] for pid in df["patient_id"].astype(str)]
+        for name, fmt in load_schema().formats().items():
+            if name not in df.columns or name not in typed.column_names:
+                continue
+            values = typed.column(name).take(rows)
+            if fmt in ("list_float", "list_int"):
+                df[name] = pd.Series(values.to_pylist(), index=df.index, dtype=object)
+            elif fmt == "date":
+                df[name] = pd.to_datetime(pd.Series(values.to_pylist(), index=df.index))
+        return df
+
+    @cached_property
+    def text_table(self) -> pd.DataFrame:
+        """The table in the canonical text form of the v1 drop-in (lists ``"[0, 584, 714]"``, dates
+        ``"yyyy/mm/dd"``): what ``mamamia query`` prints and what the xlsx holds."""
         from etl.release.tableio import read_table
         from etl.split import read_split
 
@@ -93,7 +119,10 @@ class Release:
         """
         from etl.use.query import filter_cases
 
-        df = filter_cases(self.table, where) if where else self.table
+        df = self.table
+        if where:  # the expression runs on the text form (one engine with `mamamia query`); rows come typed
+            hits = set(filter_cases(self.text_table, where)["patient_id"].astype(str))
+            df = df[df["patient_id"].astype(str).isin(hits)]
         return self.with_paths(df).reset_index(drop=True)
 
     def split(self, name: str, fold: int | None = None) -> pd.DataFrame:
@@ -144,7 +173,7 @@ def is_release(path: str | os.PathLike[str]) -> bool:
 def table_with_paths(path: str | os.PathLike[str]) -> pd.DataFrame:
     """The release table with absolute path columns (``mamamia query`` on a release uses this)."""
     rel = open_release(path)
-    df = rel.with_paths()
+    df = rel.with_paths(rel.text_table)
     # lists are awkward in CSV/SQL: give the phase files as one ';'-joined text column as well
     df["image_paths"] = df["image_paths"].map(lambda ps: ";".join(ps))
     return df

@@ -76,3 +76,23 @@ def test_table_with_paths_for_query(release_dir: Path) -> None:
     parts = row["image_paths"].split(";")
     assert len(parts) == row["num_phases"] and parts[0].endswith("images/ISPY1_1001/ispy1_1001_0000.nii.gz")
     assert isinstance(df, pd.DataFrame) and "mask_path" in df.columns
+
+
+def test_table_is_typed_and_text_table_is_the_published_form(release_dir: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from etl import open_release
+
+    rel = open_release(release_dir)
+    typed = pq.read_table(release_dir / "clinical_and_imaging_info.parquet").to_pandas().set_index("patient_id")
+    t = rel.table.set_index("patient_id")
+    pid = t.index[0]
+    times = t.at[pid, "acquisition_times"]
+    assert isinstance(times, list) and all(isinstance(v, int) for v in times)
+    assert times == list(typed.at[pid, "acquisition_times"])
+    assert t.at[pid, "pixel_spacing"] == list(typed.at[pid, "pixel_spacing"])
+    assert str(t["acquisition_date"].dtype).startswith("datetime64")
+    text = rel.text_table.set_index("patient_id")
+    assert text.at[pid, "acquisition_times"] == "[" + ", ".join(str(v) for v in times) + "]"
+    # cases() filters like `mamamia query` and returns typed rows
+    assert isinstance(rel.cases("num_phases >= 1").iloc[0]["acquisition_times"], list)
