@@ -32,6 +32,7 @@ class CaseJob:
     profile: str = "mama-mia-v1"
     definition: str | None = None
     threads: int | None = None
+    all_series: bool = False  # take every series of the dynamic geometry (series_filter off)
 
 
 def _layout(job: CaseJob) -> Any:
@@ -51,7 +52,7 @@ def convert_case(job: CaseJob) -> dict[str, Any]:
     marker = layout.imaging_json(job.patient_id)
     if marker.exists():
         return {"patient_id": job.patient_id, "status": "skipped", "phases": len(layout.images(job.patient_id))}
-    inv = scan(job.source)
+    inv = scan(job.source, series_filter=not job.all_series)
     profile_codes(job.profile, view_of(inv.phases[0].affine))  # fail before writing if the view has no profile
     values = extract(inv)
     for i, phase in enumerate(inv.phases):
@@ -109,7 +110,7 @@ def _owner_of(folder: Path) -> tuple[str, str] | None:
 
 
 def plan(dicom_dir: Path, out_dir: Path, profile: str, patient_id: str | None,
-         definition: str | None = None, exclusions: Path | None = None) -> list[CaseJob]:
+         definition: str | None = None, exclusions: Path | None = None, all_series: bool = False) -> list[CaseJob]:
     """The cases a command line asks for; in a folder of cases, excluded patients are skipped and logged."""
     from etl.errors import InputUnreadable
 
@@ -117,7 +118,7 @@ def plan(dicom_dir: Path, out_dir: Path, profile: str, patient_id: str | None,
         raise InputUnreadable("no such folder", str(dicom_dir))
     if dicom_dir.is_file() or patient_id or is_single_case(dicom_dir):
         pid = patient_id or dicom_dir.name
-        return [CaseJob(str(dicom_dir), str(out_dir), pid, profile, definition)]
+        return [CaseJob(str(dicom_dir), str(out_dir), pid, profile, definition, all_series=all_series)]
     from etl.extract.manifest import read_exclusions
 
     excluded = read_exclusions(exclusions)
@@ -127,7 +128,7 @@ def plan(dicom_dir: Path, out_dir: Path, profile: str, patient_id: str | None,
             log.info("skipping %s: excluded (%s)", p.name, excluded[p.name])
         else:
             cases.append(p)
-    return [CaseJob(str(p), str(out_dir), p.name, profile, definition) for p in cases]
+    return [CaseJob(str(p), str(out_dir), p.name, profile, definition, all_series=all_series) for p in cases]
 
 
 def dry_run(jobs: list[CaseJob]) -> int:
@@ -140,7 +141,7 @@ def dry_run(jobs: list[CaseJob]) -> int:
     for job in jobs:
         layout = _layout(job)
         try:
-            inv = scan(job.source)
+            inv = scan(job.source, series_filter=not job.all_series)
             view = view_of(inv.phases[0].affine)
             codes = profile_codes(job.profile, view)
         except EtlError as exc:
@@ -198,6 +199,11 @@ def register(app: typer.Typer) -> None:
                                                "with the shipped manifests/exclusions.csv, applied to a folder of cases."),
         dry: bool = typer.Option(False, "--dry-run", help="Print the inventory (series, phases, geometry) and the "
                                  "files that would be written; write nothing."),
+        all_series: bool = typer.Option(False, "--all-series", help="Take every image series of the dynamic "
+                                        "geometry as a phase: switch off the series_filter rules of "
+                                        "schemas/imaging_headers.yaml, which ignore subtractions, MIPs, parametric "
+                                        "maps (PE/SER), T2, diffusion, non-fat-sat T1 and DERIVED copies beside an "
+                                        "ORIGINAL series."),
     ) -> None:
         """Convert DCE-MRI DICOM into oriented phase NIfTI files and the 22 imaging variables (JSON)."""
         from etl.transform.nifti import profiles
@@ -206,7 +212,8 @@ def register(app: typer.Typer) -> None:
 
         if profile not in profiles():
             raise ConfigError(f"unknown profile {profile!r} (known: {', '.join(sorted(profiles()))})", "--profile")
-        case_jobs = plan(dicom_dir, out_dir, profile, patient_id, str(definition) if definition else None, exclusions)
+        case_jobs = plan(dicom_dir, out_dir, profile, patient_id, str(definition) if definition else None, exclusions,
+                         all_series)
         if dry:
             raise typer.Exit(1 if dry_run(case_jobs) else 0)
         if len(case_jobs) == 1 and not scheduler:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import struct
 from collections import defaultdict
 from collections.abc import Iterable
@@ -28,7 +29,7 @@ import numpy as np
 import pydicom  # module level: the converter always needs it (reference headers, compressed data)
 from pydicom.valuerep import DA, DT, TM
 
-from etl.errors import DicomError, InputUnreadable
+from etl.errors import ConfigError, DicomError, InputUnreadable
 
 log = logging.getLogger("etl.transform.dicom_series")
 
@@ -137,6 +138,8 @@ class Inventory:
     ignored_series: list[str] = field(default_factory=list)
     ignored_studies: list[str] = field(default_factory=list)
     series_errors: dict[str, str] = field(default_factory=dict)  # ignored series that failed their checks
+    filtered: dict[str, str] = field(default_factory=dict)  # series ignored by a series_filter rule -> rule name
+    filter_fallback: list[str] = field(default_factory=list)  # rules that would have left no series (not applied)
 
     def describe(self) -> list[str]:
         """Human-readable lines for --dry-run."""
@@ -144,8 +147,11 @@ class Inventory:
             f"{self.root}: {self.n_files} files, {sum(len(v) for v in self.series.values())} DICOM images in "
             f"{len(self.series)} series, {self.n_non_dicom} non-DICOM, {self.n_non_image} DICOM without pixels, "
             f"{self.n_duplicates} duplicate files, {self.n_localizers} localizer images, "
-            f"{self.n_no_geometry} images without geometry"
+            f"{self.n_no_geometry} images without geometry, {len(self.filtered)} series ignored by the series filter"
         ]
+        if self.filter_fallback:
+            lines.append(f"  series filter not applied: rule(s) {', '.join(self.filter_fallback)} would leave no "
+                         "series (converted unfiltered)")
         for study in self.ignored_studies:
             lines.append(f"  study {study}: ignored (a later study of the patient; only the first is converted)")
         for uid, slices in sorted(self.series.items(), key=lambda kv: (kv[1][0].series_number or 0, kv[0])):
@@ -155,6 +161,8 @@ class Inventory:
                 flag = " (ignored: later study)"
             if uid in self.series_errors:
                 flag = f" (ignored: {self.series_errors[uid]})"
+            if uid in self.filtered:
+                flag = f" (ignored: series_filter rule {self.filtered[uid]})"
             lines.append(f"  series {uid} #{slices[0].series_number} '{desc}': {len(slices)} images{flag}")
         t0 = self.phases[0].time if self.phases and self.phases[0].time is not None else None
         for i, ph in enumerate(self.phases):
@@ -687,14 +695,107 @@ def phase_geometry(uid: str, slices: list[Slice]) -> tuple[list[Slice], np.ndarr
     return ordered, affine
 
 
-def scan(root: str | Path, files: Iterable[Path] | None = None) -> Inventory:
+# ------------------------------------------------------------------ series filter (schemas/imaging_headers.yaml)
+_RULE_KEYS = {"name", "tag", "match", "any_of", "unless", "requires_original"}
+
+
+@dataclass(frozen=True)
+class SeriesRule:
+    """One ``series_filter`` rule: ignore a series whose ``tag`` matches (see the YAML for the semantics)."""
+
+    name: str
+    tag: str
+    match: re.Pattern[str] | None = None
+    any_of: frozenset[str] = frozenset()
+    unless: re.Pattern[str] | None = None
+    requires_original: bool = False
+
+    def fires(self, first: Slice) -> bool:
+        values = _tag_values(first, self.tag)
+        text = "\\".join(values)
+        if self.unless is not None and self.unless.search(text):
+            return False
+        if self.match is not None:
+            return bool(self.match.search(text))
+        return any(v.upper() in self.any_of for v in values)
+
+
+def _tag_values(s: Slice, tag: str) -> list[str]:
+    """A tag's values as stripped strings (ImageType from the inventory's header facts, others from the header)."""
+    if tag == "ImageType":
+        return [t for t in s.image_type if t]
+    value = s.ds.get(tag)
+    if value is None:
+        return []
+    items = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+    return [str(v).strip() for v in items if v is not None and str(v).strip()]
+
+
+def series_filter_rules() -> list[SeriesRule]:
+    """The ``series_filter`` rules of schemas/imaging_headers.yaml, checked and compiled."""
+    from etl.resources import data_path
+    from etl.yamlfile import load_yaml_mapping
+
+    where = "schemas/imaging_headers.yaml: series_filter"
+    section = load_yaml_mapping(data_path("schemas/imaging_headers.yaml"), "imaging header rules").get("series_filter")
+    if section is None:
+        return []
+    if not isinstance(section, dict) or not isinstance(section.get("rules") or [], list):
+        raise ConfigError("series_filter must be a mapping with a list of rules", where)
+    out = []
+    for i, spec in enumerate(section.get("rules") or []):
+        if not isinstance(spec, dict) or not spec.get("name") or not spec.get("tag"):
+            raise ConfigError(f"rule {i + 1}: needs name and tag", where)
+        unknown = set(spec) - _RULE_KEYS
+        if unknown:
+            raise ConfigError(f"rule {spec['name']}: unknown key(s) {', '.join(sorted(unknown))}", where)
+        if ("match" in spec) == ("any_of" in spec):
+            raise ConfigError(f"rule {spec['name']}: needs exactly one of match, any_of", where)
+        try:
+            match = re.compile(str(spec["match"])) if "match" in spec else None
+            unless = re.compile(str(spec["unless"])) if spec.get("unless") else None
+        except re.error as exc:
+            raise ConfigError(f"rule {spec['name']}: bad regex: {exc}", where) from exc
+        out.append(SeriesRule(name=str(spec["name"]), tag=str(spec["tag"]), match=match,
+                              any_of=frozenset(str(v).upper() for v in spec.get("any_of") or ()), unless=unless,
+                              requires_original=bool(spec.get("requires_original"))))
+    return out
+
+
+def filter_series(by_series: dict[str, list[Slice]], rules: list[SeriesRule]) -> dict[str, str]:
+    """Series (uid -> rule name) that the rules ignore. Only series with geometry are judged; a
+    ``requires_original`` rule fires only beside an ORIGINAL series of the same study and geometry that no
+    rule ignores."""
+    firsts = {}
+    for uid, slices in by_series.items():
+        good = [s for s in slices if not s.geometry_error]
+        if good:
+            firsts[uid] = good[0]
+    # an ORIGINAL series that no rule would ignore (a requires_original rule judged without its condition)
+    originals = {(s.study_uid, s.signature) for s in firsts.values()
+                 if s.image_type[:1] and s.image_type[0].upper() == "ORIGINAL" and not any(r.fires(s) for r in rules)}
+    hits: dict[str, str] = {}
+    for uid, s in firsts.items():
+        for r in rules:  # YAML order: the first rule that fires names the reason
+            if r.requires_original and (s.study_uid, s.signature) not in originals:
+                continue
+            if r.fires(s):
+                hits[uid] = r.name
+                break
+    return hits
+
+
+def scan(root: str | Path, files: Iterable[Path] | None = None, series_filter: bool = True) -> Inventory:
     """Inventory a case folder (or explicit files): series, phases in acquisition order, geometry checked.
 
     Ignored, and counted: non-DICOM files, DICOM without pixels (DICOMDIR, reports), repeated SOP
     instances (copied files), localizer/scout images, series without patient geometry, later studies of
-    the patient (the first study with a dynamic series is converted), series of another geometry. A series
-    that fails its checks is an error unless it clearly is not part of the dynamic acquisition (another
-    geometry and fewer images than one phase).
+    the patient (the first study with a dynamic series is converted), series of another geometry, and
+    (``series_filter``, default on) series that a ``series_filter`` rule of schemas/imaging_headers.yaml
+    marks as not DCE (subtractions, maps, T2, diffusion, derived copies...; never checked, never an error;
+    when the rules would leave no series, none is filtered and a warning names the rules). A series that
+    fails its checks is an error unless it clearly is not part of the dynamic acquisition (another geometry
+    and fewer images than one phase).
     """
     from pydicom.errors import InvalidDicomError
 
@@ -729,9 +830,26 @@ def scan(root: str | Path, files: Iterable[Path] | None = None) -> Inventory:
         raise DicomError(f"no DICOM images found ({inv.n_files} files, {inv.n_non_dicom} not DICOM, "
                          f"{inv.n_localizers} localizers)", str(root))
 
+    if series_filter:
+        hits = filter_series(by_series, series_filter_rules())
+        with_geometry = {u for u, sl in by_series.items() if any(not s.geometry_error for s in sl)}
+        if hits and not with_geometry - set(hits):
+            inv.filter_fallback = sorted(set(hits.values()))
+            log.warning("%s: series filter rule(s) %s would leave no series; converting unfiltered", root,
+                        ", ".join(inv.filter_fallback))
+        else:
+            inv.filtered = hits
+            for uid, rule in hits.items():
+                s0 = by_series[uid][0]
+                log.info("%s: series %s #%s '%s' (%d images) ignored by series_filter rule %s", root, uid,
+                         s0.series_number, str(s0.ds.get("SeriesDescription", "")).strip(), len(by_series[uid]),
+                         rule)
+
     phases: list[Phase] = []
     errors: dict[str, DicomError] = {}
     for uid, slices in by_series.items():
+        if uid in inv.filtered:
+            continue
         nogeo = [s for s in slices if s.geometry_error]
         if nogeo and len(nogeo) == len(slices):
             inv.n_no_geometry += len(slices)
