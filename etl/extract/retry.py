@@ -113,8 +113,11 @@ class Breaker:
     Each finished operation (a case lookup, a series, a file, after its own retries) is reported with
     ``record``. ``threshold`` operations in a row that failed with ``TransientError(unavailable=True)``
     trip the breaker; any other outcome (success, or a payload that arrived but did not verify) resets the
-    count. Once tripped, ``check`` raises ``ServiceUnavailable`` so the remaining items fail at once and the
-    run ends in bounded time: about ``threshold + jobs`` operations' worth of retries.
+    count. "In a row" is in time, not in order of finishing: a failure counts only if its operation started
+    (``check`` returns the start) after the previously counted failure ended, so parallel jobs caught by the
+    same short outage count once, and tripping takes an outage that outlasts ``threshold`` consecutive
+    retry windows. Once tripped, ``check`` raises ``ServiceUnavailable`` so the remaining items fail at once
+    and the run ends in bounded time.
     """
 
     def __init__(self, service: str, threshold: int = 3) -> None:
@@ -122,12 +125,17 @@ class Breaker:
         self.threshold = max(1, threshold)
         self._run = 0
         self._last = ""
+        self._last_counted_end = float("-inf")
         self.tripped: str | None = None
         self._lock = threading.Lock()
 
-    def record(self, exc: BaseException | None) -> None:
+    def record(self, exc: BaseException | None, started: float | None = None) -> None:
+        """Report an operation's outcome; ``started`` is what ``check`` returned for it."""
         with self._lock:
             if isinstance(exc, TransientError) and exc.unavailable:
+                if started is not None and started <= self._last_counted_end:
+                    return  # it overlapped the failure already counted: the same outage, not a new one
+                self._last_counted_end = time.monotonic()
                 self._run += 1
                 self._last = exc.what
                 if self._run >= self.threshold and self.tripped is None:
@@ -136,9 +144,11 @@ class Breaker:
             elif not isinstance(exc, ServiceUnavailable):
                 self._run = 0
 
-    def check(self, where: str | None = None) -> None:
+    def check(self, where: str | None = None) -> float:
+        """Raise once tripped; else the operation's start time, to pass back to ``record``."""
         if self.tripped is not None:
             raise ServiceUnavailable(f"{self.tripped}; gave up on the rest of the run", where)
+        return time.monotonic()
 
 
 def call_with_retry(

@@ -355,8 +355,9 @@ class SynapseExtractor:
             attempts += 1
             return self._download_once(f, root_id)
 
+        started = None
         try:
-            self.breaker.check(f"{f.syn_id} {f.relpath}")
+            started = self.breaker.check(f"{f.syn_id} {f.relpath}")
             out.status, out.bytes = call_with_retry(once, self.policy, f"{f.syn_id} {f.relpath}", breaker=self.breaker)
             self.breaker.record(None)
         except CacheUnusable:
@@ -364,7 +365,7 @@ class SynapseExtractor:
         except EtlError as exc:
             out.status, out.reason = "failed", scrub(exc.what, self.secrets)
             out.skipped = isinstance(exc, ServiceUnavailable)
-            self.breaker.record(exc)
+            self.breaker.record(exc, started)
         out.attempts = attempts
         out.seconds = time.monotonic() - start
         return out
@@ -400,6 +401,8 @@ class SynapseExtractor:
                 raise TransientError("the client reported no downloaded file", where)
             try:
                 stored = self.cache.put_file(path, expect_md5=md5, where=where)
+            except CacheUnusable:
+                raise  # the cache cannot be written (full, read-only): no retry can help, stop the run
             except ExtractError as exc:  # md5 mismatch: the file is already deleted
                 raise TransientError(exc.what, where) from None
         if stored.size != size:

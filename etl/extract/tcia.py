@@ -110,11 +110,11 @@ class TciaExtractor:
     # ---------------------------------------------------------------- lookup
     def lookup(self, case: ManifestCase, series_only: bool) -> list[SeriesTask]:
         """The series to fetch for one case, with NBIA's metadata (ImageCount...)."""
-        self.breaker.check(case.patient_id)
+        started = self.breaker.check(case.patient_id)
         try:
             tasks = self._lookup(case, series_only)
         except EtlError as exc:
-            self.breaker.record(exc)
+            self.breaker.record(exc, started)
             raise
         self.breaker.record(None)
         return tasks
@@ -210,8 +210,9 @@ class TciaExtractor:
             with self.transport.watch(uid, lambda got, total: progress.bytes_of(uid, got, total)):
                 return self._download_once(task)
 
+        started = None
         try:
-            self.breaker.check(f"series {uid}")
+            started = self.breaker.check(f"series {uid}")
             image_count = self._image_count(task)
             task = SeriesTask(task.case, uid, {**task.meta, "ImageCount": image_count})
             out.files, out.bytes = call_with_retry(once, self.policy, f"series {uid}", self.sleep, self.breaker)
@@ -221,7 +222,7 @@ class TciaExtractor:
             raise  # the cache itself cannot be written: nothing else can succeed either
         except EtlError as exc:
             out.status, out.reason, out.skipped = "failed", exc.what, isinstance(exc, ServiceUnavailable)
-            self.breaker.record(exc)
+            self.breaker.record(exc, started)
         out.attempts = attempts
         out.seconds = time.monotonic() - start
         return out

@@ -180,3 +180,22 @@ def test_export_keeps_relative_paths(syn_tree2, tmp_path, fast, no_user_synapse_
     res = export_synapse(tmp_path / "c", tmp_path / "out", root_id=ROOT)
     assert res.ok and res.files == 8
     assert tree_files(tmp_path / "out") == tree_files(syn_tree2)
+
+
+def test_a_full_disk_stops_the_run_instead_of_retrying_every_file(syn_tree2, tmp_path, fast, no_user_synapse_config,
+                                                                  monkeypatch) -> None:
+    """The cache cannot store anything: the run stops at once (as TCIA does), it does not fetch every file
+    attempts x over and mark each one failed."""
+    import errno
+
+    import etl.extract.cache as cache_module
+    from etl.extract.cache import CacheUnusable
+
+    def full(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module.os, "replace", full)
+    with SynapseStandin(syn_tree2, token=TOKEN) as s, pytest.raises(CacheUnusable, match="No space left"):
+        run(s, tmp_path / "c", fast, no_user_synapse_config, jobs=2)
+    # before: all 8 files fetched 4 times each (32) and each marked failed; now only what was in flight
+    assert s.file_fetches() <= 4

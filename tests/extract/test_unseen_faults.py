@@ -98,7 +98,7 @@ def test_503_forever_cli_says_why_it_stopped(corpus3, tmp_path, cli) -> None:
     root, cases, manifest = corpus3
     with NbiaStandin(root, Faults(http503=ALWAYS)) as s:
         r = cli("extract", "tcia", "--manifest", manifest, "--cache", tmp_path / "c", "--api-url", s.api_url,
-                "--retries", "1", "--backoff", "0.01", "--timeout", "2")  # fmt: skip
+                "--retries", "1", "--backoff", "0.01", "--timeout", "2", "--jobs", "1")  # fmt: skip
     assert r.exit_code == 1
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
     assert errors[0].startswith("error: NBIA at ") and "unavailable: 3 operations in a row failed" in errors[0]
@@ -289,3 +289,24 @@ def test_synapse_entity_that_is_a_file(syn_tree2, tmp_path, fast, no_user_synaps
         assert not s.requests("/entity/children")
     assert res.ok and [(o.syn_id, o.relpath, o.status) for o in res.outcomes] == [(syn_id, target, "fetched")]
     assert Cache(tmp_path / "c").verify(progress=False).ok
+
+
+def test_breaker_counts_one_outage_once_however_many_jobs_it_hit() -> None:
+    """Failures "in a row" are consecutive in time: jobs that overlap one short blip count once, so a
+    run with --jobs 8 is not ended by an outage that a --jobs 1 run would ride out."""
+    from etl.extract.retry import Breaker, TransientError
+
+    down = TransientError("HTTP 503", "x", unavailable=True)
+    b = Breaker("NBIA", threshold=3)
+    starts = [b.check() for _ in range(8)]  # 8 parallel operations start, then all fail in the same blip
+    for t in starts:
+        b.record(down, t)
+    assert b.tripped is None
+    b.record(None)  # the service is back
+    for _ in range(2):  # two more failures, each started after the previous one ended: still not 3
+        b.record(down, b.check())
+    assert b.tripped is None
+    b.record(down, b.check())  # the third consecutive one trips it
+    assert b.tripped and "3 operations in a row failed (HTTP 503)" in b.tripped
+    with pytest.raises(Exception, match="gave up on the rest of the run"):
+        b.check("series 1.2.3")
