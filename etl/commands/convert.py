@@ -80,7 +80,15 @@ def is_single_case(root: Path) -> bool:
         return True
     owners = {_owner_of(d) for d in subdirs}
     media = any(f.name.upper() == "DICOMDIR" for f in files)  # a DICOM medium: one patient on it is one case
-    return (len(subdirs) > 1 or media) and len(owners) == 1 and None not in owners
+    if not (len(subdirs) > 1 or media) or None in owners:
+        return False
+    if len({study for _, study in owners}) == 1:  # series folders of one study, however they are named
+        return True
+    # one PatientID across several studies is one patient's visits only when the folder is that patient's
+    # (TCIA layout <PatientID>/<study>/<series>) or a medium: anonymized folders of cases often share a
+    # constant PatientID ("ANONYMIZED", "0") and must stay separate cases
+    patients = {pid for pid, _ in owners}
+    return len(patients) == 1 and "" not in patients and (media or root.name in patients)
 
 
 def _image_header(path: Path) -> Any:
@@ -99,13 +107,13 @@ def _image_header(path: Path) -> Any:
 
 
 def _owner_of(folder: Path) -> tuple[str, str] | None:
-    """(PatientID, or StudyInstanceUID when there is none) of the first DICOM image under ``folder``."""
+    """(PatientID or "", StudyInstanceUID) of the first DICOM image under ``folder``."""
     for dirpath, dirnames, filenames in sorted(os.walk(folder)):
         dirnames.sort()
         for name in sorted(filenames):
             head = _image_header(Path(dirpath) / name)
             if head is not None:
-                return ("patient", head.patient_id) if head.patient_id else ("study", head.study_uid)
+                return (head.patient_id or "", head.study_uid)
     return None
 
 

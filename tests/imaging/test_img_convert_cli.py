@@ -199,3 +199,20 @@ def test_folder_of_cases_skips_excluded_patients(cli, corpus, tmp_path: Path) ->
     assert f"{len(rest)} converted" in res.stdout
     assert sorted(p.name for p in (out / "images").iterdir()) == rest
     assert f"skipping {first}: excluded (image quality)" in res.stderr
+
+
+def test_cases_sharing_an_anonymized_patient_id_stay_separate(tmp_path: Path) -> None:
+    """Anonymized corpora often carry one constant PatientID: each folder is still its own case; several
+    studies count as one patient only in that patient's folder (TCIA <PatientID>/<study>/<series>)."""
+    from etl.commands.convert import plan
+    from etl.synth.dicom import StudySpec, write_study
+
+    root = tmp_path / "cases"
+    for i, pid in enumerate(["CASE_A", "CASE_B", "CASE_C"]):
+        write_study(root / pid, StudySpec(patient_id=pid, tcia_patient_id="ANONYMIZED", n_slices=4, matrix=(8, 8),
+                                          extra_non_dicom=False), seed=i)
+    jobs = plan(root, tmp_path / "out", "mama-mia-v1", None)
+    assert [(j.patient_id, Path(j.source).name) for j in jobs] == [(p, p) for p in ["CASE_A", "CASE_B", "CASE_C"]]
+    same = tmp_path / "ANONYMIZED"  # the same three studies under the patient's own folder: one case
+    root.rename(same)
+    assert [j.patient_id for j in plan(same, tmp_path / "out", "mama-mia-v1", None)] == ["ANONYMIZED"]
