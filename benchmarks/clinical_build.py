@@ -8,7 +8,7 @@ Target: the whole command under 10 s. Peers measured in the same run, to show wh
   command        the whole `mamamia clinical build ... --out OUT` in a fresh process (interpreter start,
                  imports and writing OUT + lineage included), for .parquet and .xlsx
 
-    python benchmarks/clinical_build.py [--repeat 3] [--shared DIR]
+    python benchmarks/clinical_build.py [--repeat 3] [--data DIR]
 """
 
 from __future__ import annotations
@@ -40,12 +40,13 @@ def _best(fn: Callable[[], object], repeat: int) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3, help="best of N runs per measurement")
-    ap.add_argument("--shared", type=Path, default=Path(os.environ.get("MAMAMIA_SHARED", REPO.parent / "shared")))
+    ap.add_argument("--data", type=Path, default=REPO / "tests" / "data",
+                    help="folder with reference/ and sources/ as in tests/data (the shipped copies)")
     args = ap.parse_args()
-    data = args.shared / "data"
+    data = args.data
     duke = data / "sources" / "duke" / "Clinical_and_Other_Features.xlsx"
     ispy1 = data / "sources" / "ispy1" / "I-SPY_1_All_Patient_Clinical_and_Outcome_Data.xlsx"
-    base = data / "reference" / "mama-mia-v1" / "clinical_and_imaging_info.xlsx"
+    base = data / "reference" / "clinical_and_imaging_info.xlsx"
     for p in (duke, ispy1, base):
         if not p.exists():
             print(f"missing input {p}", file=sys.stderr)

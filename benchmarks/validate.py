@@ -1,7 +1,7 @@
 """Time schema validation of the v1 table as Parquet, and of a 1000x replicated copy (1.5 M rows).
 
 Targets (issue 3): < 0.3 s for the v1 table, < 15 s for 1.5 M rows, on a 2-core machine.
-Run: python benchmarks/validate.py [--shared ../shared] [--copies 1000]
+Run: python benchmarks/validate.py [--v1 tests/data/reference/clinical_and_imaging_info.xlsx] [--copies 1000]
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ def main() -> None:
     from etl.validate.schema import load_schema, validate_frame
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[1].parent / "shared"))
+    ap.add_argument("--v1", default=str(Path(__file__).resolve().parents[1] / "tests/data/reference/clinical_and_imaging_info.xlsx"))
     ap.add_argument("--copies", type=int, default=1000)
     args = ap.parse_args()
-    v1 = Path(args.shared) / "data/reference/mama-mia-v1/clinical_and_imaging_info.xlsx"
+    v1 = Path(args.v1)
     load_schema().pandera  # build once, as a long-lived process would
     with tempfile.TemporaryDirectory() as tmp:
         table = read_table(v1)

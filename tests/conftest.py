@@ -1,4 +1,4 @@
-"""Shared fixtures: where ../shared data lives and an in-process CLI runner."""
+"""Shared fixtures: the public spreadsheets shipped in tests/data and an in-process CLI runner."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MAMAMIA_SHARED", REPO.parent / "shared")).resolve()
-V1_TABLE = SHARED / "data" / "reference" / "mama-mia-v1" / "clinical_and_imaging_info.xlsx"
-DUKE_SOURCE = SHARED / "data" / "sources" / "duke" / "Clinical_and_Other_Features.xlsx"
-ISPY1_SOURCE = SHARED / "data" / "sources" / "ispy1" / "I-SPY_1_All_Patient_Clinical_and_Outcome_Data.xlsx"
+# Unmodified copies of the public spreadsheets (source, licence, sha256: tests/data/README.md).
+TEST_DATA = REPO / "tests" / "data"
+V1_TABLE = TEST_DATA / "reference" / "clinical_and_imaging_info.xlsx"
+DUKE_SOURCE = TEST_DATA / "sources" / "duke" / "Clinical_and_Other_Features.xlsx"
+ISPY1_SOURCE = TEST_DATA / "sources" / "ispy1" / "I-SPY_1_All_Patient_Clinical_and_Outcome_Data.xlsx"
 
 
 @dataclass
@@ -39,7 +40,7 @@ def cli(capsys: pytest.CaptureFixture[str]):
 @pytest.fixture(scope="session")
 def v1_path() -> Path:
     if not V1_TABLE.exists():
-        pytest.fail(f"shared data missing: {V1_TABLE} (clone with ../shared beside the repo)")
+        pytest.fail(f"test data missing: {V1_TABLE} (see tests/data/README.md)")
     return V1_TABLE
 
 
@@ -49,3 +50,6 @@ def v1_table(v1_path: Path):
     from etl.tables import read_table
 
     return read_table(v1_path)
+
+
+from tests.browser import browser  # noqa: E402,F401  (the real-browser fixture, for every test folder)

@@ -17,7 +17,7 @@ from tests.conftest import DUKE_SOURCE, ISPY1_SOURCE, V1_TABLE
 def real_paths() -> dict[str, Path]:
     for p in (DUKE_SOURCE, ISPY1_SOURCE, V1_TABLE):
         if not p.exists():
-            pytest.fail(f"shared data missing: {p} (clone with ../shared beside the repo)")
+            pytest.fail(f"test data missing: {p} (see tests/data/README.md)")
     return {"duke": DUKE_SOURCE, "ispy1": ISPY1_SOURCE, "base": V1_TABLE}
 
 

@@ -67,3 +67,22 @@ def test_plain_install_finds_the_data_folders(tmp_path):
     lines = out.stdout.splitlines()
     assert all(line.startswith(str(target)) for line in lines), lines
     assert "_data" in lines[1]
+
+
+def test_shipped_test_data_is_the_published_bytes():
+    """tests/data holds unmodified copies of the public spreadsheets; the README beside them gives each
+    file's sha256, and the files must still have it (no test may edit them in place)."""
+    import hashlib
+
+    data = REPO / "tests" / "data"
+    rows = re.findall(r"\| `([^`]+\.xlsx)` \|.*\| `([0-9a-f]{64})` \|", (data / "README.md").read_text())
+    assert len(rows) == 3, rows
+    for rel, digest in rows:
+        assert hashlib.sha256((data / rel).read_bytes()).hexdigest() == digest, rel
+
+
+def test_no_test_reads_outside_the_repository():
+    """The README's test command must pass on a fresh clone with nothing beside it."""
+    offenders = [p for p in (REPO / "tests").rglob("*.py")
+                 if re.search(r"\.\./shared|MAMAMIA_SHARED|parent / \"shared\"", p.read_text())]
+    assert offenders == []
