@@ -19,19 +19,23 @@ import typer
 from etl import __version__
 from etl.errors import EtlError
 
+# pipeline order: `mamamia --help` lists them as a curator meets them
 COMMAND_MODULES = (
-    "demo",
     "extract",
     "cache",
-    "convert",
     "manifest",
+    "convert",
     "clinical",
-    "validate",
     "split",
     "segment",
+    "review",
     "release",
-    "query",
+    "validate",
     "summary",
+    "query",
+    "report",
+    "export",
+    "demo",
 )
 
 app = typer.Typer(
