@@ -55,6 +55,7 @@ class Transport:
         self._lock = threading.Lock()
         self.requests_made = 0
         self._watchers: dict[str, Callable[[int, int | None], None]] = {}
+        self._limits: dict[str, int] = {}
 
     @contextlib.contextmanager
     def watch(self, series_uid: str, on_bytes: Callable[[int, int | None], None]) -> Iterator[None]:
@@ -70,6 +71,24 @@ class Transport:
         finally:
             with self._lock:
                 self._watchers.pop(series_uid, None)
+
+    @contextlib.contextmanager
+    def body_limit(self, series_uid: str, max_bytes: int | None) -> Iterator[None]:
+        """Refuse this series' zip body once it passes ``max_bytes`` (None: no limit).
+
+        tcia_utils holds the whole body in memory and writes it to disk, so the bound has to act while
+        the bytes arrive: a Content-Length above it is refused before reading, a body without one is cut
+        at the first chunk past it."""
+        if max_bytes is None:
+            yield
+            return
+        with self._lock:
+            self._limits[series_uid] = max_bytes
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._limits.pop(series_uid, None)
 
     def _session(self) -> requests.Session:
         s = getattr(self._local, "session", None)
@@ -95,13 +114,16 @@ class Transport:
         self._local.last = None
         with self._lock:
             on_bytes = self._watchers.get(key) if key else None
+            limit = self._limits.get(key) if key else None
         try:
-            if on_bytes is None:
+            if on_bytes is None and limit is None:
                 resp = self._session().request(method, url, timeout=self.timeout, **kw)
             else:
                 resp = self._session().request(method, url, timeout=self.timeout, stream=True, **kw)
                 if resp.status_code < 400:
-                    _read_body(resp, on_bytes)
+                    _read_body(resp, on_bytes or _no_progress, limit, where)
+        except PermanentError as exc:  # the body passed its limit
+            err = exc
         except requests.Timeout:
             err = TransientError(f"no answer within {self.timeout:g} s (timeout)", where, unavailable=True)
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
@@ -144,17 +166,34 @@ class Transport:
             return self._failures.pop(series_uid, None)
 
 
-def _read_body(resp: requests.Response, on_bytes: Callable[[int, int | None], None]) -> None:
-    """Read a streamed body in chunks (reporting progress) and keep it as the response's content."""
+def _no_progress(got: int, total: int | None) -> None:
+    pass
+
+
+def _read_body(
+    resp: requests.Response, on_bytes: Callable[[int, int | None], None], limit: int | None = None, where: str = ""
+) -> None:
+    """Read a streamed body in chunks (reporting progress) and keep it as the response's content.
+
+    With ``limit``, a body longer than that many bytes is refused (``PermanentError``) as soon as it is
+    known to be: from its Content-Length, or from the first chunk past the limit."""
     try:
         total: int | None = int(resp.headers.get("Content-Length", ""))
     except ValueError:
         total = None
+    if limit is not None and total is not None and total > limit:
+        resp.close()
+        raise PermanentError(f"the server announces a {total}-byte zip, more than the {limit} bytes the series "
+                             f"may take by NBIA's size for it; refused before download", where)  # fmt: skip
     chunks, got = [], 0
     on_bytes(0, total)
     for chunk in resp.iter_content(chunk_size=1 << 20):
         chunks.append(chunk)
         got += len(chunk)
+        if limit is not None and got > limit:
+            resp.close()
+            raise PermanentError(f"the zip body passed {limit} bytes, more than the series may take by NBIA's "
+                                 f"size for it; download stopped, nothing stored", where)  # fmt: skip
         on_bytes(got, total)
     resp._content = b"".join(chunks)  # what requests itself does for a non-streamed body
     resp._content_consumed = True

@@ -9,6 +9,8 @@ module adds to the client:
 * resume: a file whose (id, version) is in the ledger with its object on disk is skipped; a file whose
   md5 and size match an object already in the cache is linked without downloading;
 * relative paths kept and checked (an entity name with ``/`` or ``..`` is refused);
+* bounded: a body longer than the file handle's ``contentSize`` is cut off as it arrives and refused, the
+  size is checked before the md5, and the free disk space before the download (``etl.extract.limits``);
 * bounded retries (the client's defaults add up to tens of minutes) and per-request timeouts;
 * the access token (``SYNAPSE_AUTH_TOKEN`` or the user's ``~/.synapseConfig``) is never printed, logged
   or stored: every message that leaves this module is scrubbed, and a log filter redacts it too.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import json
 import logging
 import os
@@ -32,6 +35,7 @@ import requests
 
 from etl.errors import ConfigError, EtlError, ExtractError
 from etl.extract.cache import Cache, CacheUnusable, SynapseRecord
+from etl.extract.limits import Limits
 from etl.extract.progress_view import RunProgress
 from etl.extract.outcome import RunResult, cancel_on_error
 from etl.extract.retry import (
@@ -179,17 +183,122 @@ def _short_client_retries(policy: RetryPolicy) -> Iterator[None]:
             live.update(old)
 
 
+@functools.lru_cache(maxsize=None)
+def _overlong_error() -> type[Exception]:
+    """``OverlongBody``: refused, and never retried by synapseclient.
+
+    The client retries every download error except a full disk and an md5 mismatch, and a retry that made
+    progress does not count against its limit: an endless body would be fetched again forever. So the
+    error also is a ``SynapseMd5MismatchError`` (which the client gives up on at once); ``classify`` keeps it
+    as the ``PermanentError`` it is."""
+    from synapseclient.core.exceptions import SynapseMd5MismatchError
+
+    class OverlongBody(PermanentError, SynapseMd5MismatchError):
+        pass
+
+    return OverlongBody
+
+
 class _TimeoutSession(requests.Session):
-    """requests.Session whose requests time out unless told otherwise (the client's file GET sets none)."""
+    """requests.Session whose requests time out unless told otherwise (the client's file GET sets none).
+
+    While ``body_limit`` is set (one file download of this worker's client), a streamed body longer than
+    that is refused: from its Content-Length before reading, or at the first chunk past the limit."""
 
     def __init__(self, timeout: float) -> None:
         super().__init__()
         self._timeout = timeout
+        self.body_limit: int | None = None
+        self.where = ""
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kw: Any) -> requests.Response:  # type: ignore[override]
         if kw.get("timeout") is None:
             kw["timeout"] = self._timeout
-        return super().request(method, url, *args, **kw)
+        resp = super().request(method, url, *args, **kw)  # type: ignore[arg-type]
+        limit = self.body_limit
+        if limit is None or not kw.get("stream") or resp.status_code >= 300:
+            return resp
+        overlong = _overlong_error()
+        try:
+            announced = int(resp.headers.get("Content-Length", ""))
+        except ValueError:
+            announced = -1
+        if announced > limit:
+            resp.close()
+            raise overlong(f"the server announces {announced} bytes, more than the file handle's contentSize "
+                           f"{limit}; refused before download, nothing stored", self.where)  # fmt: skip
+        where, chunks = self.where, resp.iter_content
+
+        def bounded(chunk_size: int | None = 1, decode_unicode: bool = False) -> Iterator[Any]:
+            got = 0
+            for chunk in chunks(chunk_size, decode_unicode=decode_unicode):  # type: ignore[call-overload]
+                got += len(chunk)
+                if got > limit:
+                    resp.close()
+                    raise overlong(f"received more than the file handle's contentSize {limit} bytes; download "
+                                   f"stopped, nothing stored", where)  # fmt: skip
+                yield chunk
+
+        resp.iter_content = bounded  # type: ignore[method-assign]
+        return resp
+
+
+@functools.lru_cache(maxsize=None)
+def _bounded_stream() -> type[Any]:
+    """An httpx response body that refuses to yield more than ``limit`` bytes (httpx wants its own base)."""
+    import httpx
+
+    class BoundedStream(httpx.SyncByteStream):
+        def __init__(self, inner: Any, limit: int, what: str, where: str) -> None:
+            self.inner, self.limit, self.what, self.where = inner, limit, what, where
+
+        def __iter__(self) -> Iterator[bytes]:
+            got = 0
+            for chunk in self.inner:
+                got += len(chunk)
+                if got > self.limit:
+                    raise _overlong_error()(f"received more than {self.what}; download stopped, nothing stored",
+                                            self.where)  # fmt: skip
+                yield chunk
+
+        def close(self) -> None:
+            self.inner.close()
+
+    return BoundedStream
+
+
+def _storage_client(session: _TimeoutSession, timeout: float) -> Any:
+    """The httpx client synapseclient uses for files over 8 MiB (ranged parts, read whole into memory),
+    bounded by the same per-file limit as ``_TimeoutSession``: a part longer than the range asked for, or a
+    ``Content-Range``/``Content-Length`` beyond the file handle's ``contentSize``, is refused."""
+    import re
+
+    import httpx
+
+    def check(response: httpx.Response) -> None:
+        limit, where = session.body_limit, session.where
+        if limit is None or response.status_code >= 300:
+            return
+        overlong = _overlong_error()
+        most, what = limit, f"the file handle's contentSize {limit} bytes"
+        if response.status_code == 206:
+            m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", "").strip())
+            if m is None:
+                raise overlong("a ranged answer without a readable Content-Range; refused", where)
+            if m.group(3) != "*" and int(m.group(3)) != limit:
+                raise overlong(f"the server says the file has {m.group(3)} bytes, the file handle's contentSize is "
+                               f"{limit}; refused, nothing stored", where)  # fmt: skip
+            most, what = int(m.group(2)) - int(m.group(1)) + 1, f"the {int(m.group(2)) - int(m.group(1)) + 1}-byte range asked for"
+        try:
+            announced = int(response.headers.get("Content-Length", ""))
+        except ValueError:
+            announced = -1
+        if announced > most:
+            raise overlong(f"the server announces {announced} bytes, more than {what}; refused before download, "
+                           f"nothing stored", where)  # fmt: skip
+        response.stream = _bounded_stream()(response.stream, most, what, where)
+
+    return httpx.Client(timeout=httpx.Timeout(timeout, pool=None), event_hooks={"response": [check]})
 
 
 # ---------------------------------------------------------------------- client
@@ -252,8 +361,10 @@ class SynapseExtractor:
         policy: RetryPolicy,
         config_path: str | None = None,
         token: str | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.cache = cache
+        self.limits = limits or Limits()
         self.endpoint = endpoint.rstrip("/")
         self.policy = policy
         self.config_path = config_path
@@ -271,10 +382,11 @@ class SynapseExtractor:
             return syn
         import synapseclient
 
+        session = _TimeoutSession(self.policy.timeout)
         kwargs: dict[str, Any] = dict(
             **_endpoints(self.endpoint), skip_checks=True, silent=True, cache_client=False,
             cache_root_dir=str(self.cache.root / "synapseclient-cache"),
-            requests_session=_TimeoutSession(self.policy.timeout),
+            requests_session=session, requests_session_storage=_storage_client(session, self.policy.timeout),
             http_timeout_seconds=max(1, int(round(self.policy.timeout))),
         )  # fmt: skip
         if self.config_path is not None:
@@ -292,6 +404,7 @@ class SynapseExtractor:
         if secret and secret not in self.secrets:
             self.secrets.append(secret)  # a token found in the user's config file
         self._local.syn = syn
+        self._local.session = session
         with self._lock:
             self._clients.append(syn)
         return syn
@@ -391,14 +504,25 @@ class SynapseExtractor:
         if have is not None:
             self._record(f, root_id, have.sha256, have.size, have.md5)
             return "linked", have.size
+        self.limits.ensure_free(self.cache.root, size, where)
+        session: _TimeoutSession = self._local.session
         with self.cache.scratch(f.syn_id) as tmp:
+            session.body_limit, session.where = size, where
             try:
                 ent = syn.get(f.syn_id, version=f.version, downloadLocation=str(tmp), ifcollision="overwrite.local")
             except Exception as exc:  # the client raises many types; classify names the fault
                 raise classify(exc, where, self.secrets) from None
+            finally:
+                session.body_limit = None
             path = getattr(ent, "path", None)
             if not path or not os.path.isfile(path):
                 raise TransientError("the client reported no downloaded file", where)
+            got = os.path.getsize(path)
+            if got > size:  # before any hash: a body longer than announced is refused, not retried
+                raise PermanentError(f"received {got} bytes, more than the file handle's contentSize {size}; "
+                                     f"refused, nothing stored", where)  # fmt: skip
+            if got < size:
+                raise TransientError(f"received {got} of the file handle's contentSize {size} bytes", where)
             try:
                 stored = self.cache.put_file(path, expect_md5=md5, where=where)
             except CacheUnusable:
@@ -449,6 +573,7 @@ def extract_synapse(
     policy: RetryPolicy | None = None,
     config_path: str | None = None,
     token: str | None = None,
+    limits: Limits | None = None,
 ) -> SynapseResult:
     """Fetch every file under ``entity`` (optionally only relative paths matching ``include`` globs)."""
     import re
@@ -461,7 +586,8 @@ def extract_synapse(
     cache = Cache(cache_dir)
     result = SynapseResult(root_id=entity)
     start = time.monotonic()
-    ex = SynapseExtractor(cache, endpoint, policy, config_path=config_path, token=token)
+    ex = SynapseExtractor(cache, endpoint, policy, config_path=config_path, token=token,
+                          limits=limits or Limits.from_env())  # fmt: skip
     with cache.exclusive("extract synapse"), _redacting(ex.secrets), _short_client_retries(policy):
         try:
             if n := cache.clear_tmp():

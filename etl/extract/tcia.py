@@ -5,8 +5,11 @@ per DCE phase, so by default all of them are fetched; ``series_only`` fetches ju
 ``tcia_series_uid``). Per series: ``nbia.downloadSeries(..., as_zip=True)`` fetches the zip from
 ``getImageWithMD5Hash`` (or ``getImage?NewFileNames=Yes``), the archive is checked as a whole
 (``zipcheck``), its DICOM files are stored by content and the series is entered in the ledger in one
-transaction. A series already in the ledger with all its objects on disk is not fetched again; one that
-was interrupted has no ledger row and is redone. Every failure is collected and reported at the end.
+transaction. NBIA's size for the series bounds everything (``etl.extract.limits``): the zip body while it
+arrives, the zip's directory before an entry is read, every entry while it is read, and the free disk
+space checked before the download and again before the files are written. A series already in the
+ledger with all its objects on disk is not fetched again; one that was interrupted has no ledger row and
+is redone. Every failure is collected and reported at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 from etl.errors import EtlError
 from etl.extract.cache import Cache, CacheUnusable, SeriesFile, SeriesRecord
+from etl.extract.limits import Limits
 from etl.extract.manifest import ManifestCase, cases_to_fetch
 from etl.extract.outcome import RunResult, cancel_on_error
 from etl.extract.nbia_client import DEFAULT_API_URL, Transport, normalize_api_url, patched_nbia
@@ -94,8 +98,10 @@ class TciaExtractor:
         md5: bool = True,
         modality: str = "MR",
         sleep: Any = time.sleep,
+        limits: Limits | None = None,
     ) -> None:
         self.cache = cache
+        self.limits = limits or Limits()
         self.nbia = nbia
         self.transport = transport
         self.api_url = api_url
@@ -175,10 +181,12 @@ class TciaExtractor:
             return f" (NBIA has no collection named {collection!r})"
         return ""
 
-    def _image_count(self, task: SeriesTask) -> int | None:
-        n = _int(task.meta.get("ImageCount"))
-        if n is not None:
-            return n
+    def _reported(self, task: SeriesTask) -> tuple[int | None, int | None]:
+        """NBIA's (ImageCount, size in bytes) for the series: from getSeries, else getSeriesSize."""
+        n, size_bytes = _int(task.meta.get("ImageCount")), _int(task.meta.get("FileSize"))
+        if n is not None and size_bytes is not None:
+            return n, size_bytes
+
         def once() -> Any:
             size = self.nbia.getSeriesSize(task.series_uid, format="")
             if size is None and (problem := self.transport.last_answer_problem()) is not None:
@@ -186,10 +194,15 @@ class TciaExtractor:
             return size
 
         size = call_with_retry(once, self.policy, f"getSeriesSize {task.series_uid}", self.sleep, self.breaker)
-        n = _int(size[0].get("ObjectCount")) if isinstance(size, list) and size and isinstance(size[0], dict) else None
+        row = size[0] if isinstance(size, list) and size and isinstance(size[0], dict) else {}
+        n = n if n is not None else _int(row.get("ObjectCount"))
+        size_bytes = size_bytes if size_bytes is not None else _int(row.get("TotalSizeInBytes"))
         if n is None:
             log.warning("series %s: NBIA gives no ImageCount; the DICOM count cannot be checked", task.series_uid)
-        return n
+        if size_bytes is None:
+            log.warning("series %s: NBIA gives no size; only the compression-ratio cap bounds the download",
+                        task.series_uid)  # fmt: skip
+        return n, size_bytes
 
     # ---------------------------------------------------------------- download
     def fetch(self, task: SeriesTask, progress: RunProgress | None = None) -> SeriesOutcome:
@@ -213,8 +226,8 @@ class TciaExtractor:
         started = None
         try:
             started = self.breaker.check(f"series {uid}")
-            image_count = self._image_count(task)
-            task = SeriesTask(task.case, uid, {**task.meta, "ImageCount": image_count})
+            image_count, size_bytes = self._reported(task)
+            task = SeriesTask(task.case, uid, {**task.meta, "ImageCount": image_count, "FileSize": size_bytes})
             out.files, out.bytes = call_with_retry(once, self.policy, f"series {uid}", self.sleep, self.breaker)
             out.status = "fetched"
             self.breaker.record(None)
@@ -230,7 +243,13 @@ class TciaExtractor:
     def _download_once(self, task: SeriesTask) -> tuple[int, int]:
         uid = task.series_uid
         image_count = _int(task.meta.get("ImageCount"))
-        with self.cache.scratch(uid) as tmp:
+        reported = _int(task.meta.get("FileSize"))
+        most = self.limits.max_series_bytes(reported)
+        # the zip (stored or deflated DICOM is never much bigger than its files) plus its local headers
+        body_limit = None if most is None else most + 64 * 1024 + 512 * ((image_count or 0) + 2)
+        # the zip and the files extracted from it are on disk together for a moment
+        self.limits.ensure_free(self.cache.root, 2 * most if most is not None else 0, f"series {uid}")
+        with self.cache.scratch(uid) as tmp, self.transport.body_limit(uid, body_limit):
             zpath = tmp / f"{uid}.zip"
             md5 = self.md5
             try:
@@ -245,14 +264,17 @@ class TciaExtractor:
                 self._download_zip(uid, tmp, md5)
             if not zpath.is_file():
                 raise TransientError("download produced no zip (tcia_utils reported failure)", f"series {uid}")
-            checked = check_series_zip(zpath, uid, image_count, md5_offered=md5)
+            checked = check_series_zip(zpath, uid, image_count, md5_offered=md5, reported_bytes=reported,
+                                       limits=self.limits)  # fmt: skip
+            new_bytes = sum(m.size for m in checked.members if not self.cache.has_object(m.sha256))
+            self.limits.ensure_free(self.cache.root, new_bytes, f"series {uid}")
             files: list[SeriesFile] = []
             with zipfile.ZipFile(zpath) as zf:
                 for i, m in enumerate(checked.members):
                     if not self.cache.has_object(m.sha256):
                         part = tmp / f"member-{i}.part"
                         try:
-                            extract_member(zf, m, part)
+                            extract_member(zf, m, part, f"series {uid}")
                         except OSError as exc:
                             raise CacheUnusable(f"cannot write to the cache: {exc.strerror or exc}", str(part)) from None
                         stored = self.cache.put_file(part, expect_md5=m.md5, where=f"series {uid} file {m.name}")
@@ -305,11 +327,14 @@ def extract_tcia(
     md5: bool = True,
     policy: RetryPolicy | None = None,
     limit: int | None = None,
+    limits: Limits | None = None,
 ) -> TciaResult:
     """Fetch every (non-excluded) manifest case's series into ``cache_dir``; never raises for a bad series.
 
     The caller decides what a failure means (the CLI exits 1 and lists them). ``EtlError`` is raised only
-    for problems with the inputs themselves (manifest unreadable, cache locked, bad URL).
+    for problems with the inputs themselves (manifest unreadable, cache locked, bad URL) and for a cache
+    that cannot take more (``CacheUnusable``, e.g. ``CacheFull``). ``limits`` default to
+    ``Limits.from_env()``.
     """
     from etl.errors import ConfigError
 
@@ -328,7 +353,8 @@ def extract_tcia(
     with cache.exclusive("extract tcia"), patched_nbia(api_url, policy.timeout) as (nbia, transport):
         if n := cache.clear_tmp():
             log.info("removed %d unfinished download(s) left by an earlier run", n)
-        ex = TciaExtractor(cache, nbia, transport, api_url, policy, md5=md5, modality=modality)
+        ex = TciaExtractor(cache, nbia, transport, api_url, policy, md5=md5, modality=modality,
+                           limits=limits or Limits.from_env())  # fmt: skip
         tasks: list[SeriesTask] = []
         with ThreadPoolExecutor(max_workers=jobs) as pool, RunProgress("NBIA series lookup", len(cases)) as prog:
             futs = {pool.submit(ex.lookup, c, series_only): c for c in cases}

@@ -3,18 +3,27 @@
 The archive is inspected as a whole first (structure, CRCs, safe names, DICOM count against ImageCount,
 md5 of every file against ``md5hashes.csv`` when the server sent one); only a series that passes every
 check is stored. A failure names the series and the offending entry.
+
+Before a single entry is decompressed, the central directory is held against the limits
+(``etl.extract.limits``): the entries' total size must agree with NBIA's size for the series and no entry
+may expand beyond the compression-ratio cap. The directory can lie, so every read afterwards goes through
+``_BoundedEntry``: it stops one byte past the size the directory states and refuses the archive if that
+byte exists, and it checks the CRC itself.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import io
 import posixpath
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from etl.extract.limits import Limits
 from etl.extract.retry import PermanentError, TransientError
 
 MD5_MANIFEST = "md5hashes.csv"
@@ -70,9 +79,31 @@ def _read_md5_manifest(data: bytes, where: str) -> dict[str, str]:
     return out
 
 
-def check_series_zip(path: Path, series_uid: str, image_count: int | None, md5_offered: bool) -> CheckedZip:
+def check_directory(infos: list[zipfile.ZipInfo], reported_bytes: int | None, limits: Limits, where: str) -> int:
+    """Hold the central directory against the limits before any entry is read; the entries' total size.
+
+    ``reported_bytes`` is NBIA's size for the series (None: not reported, only the ratio cap applies)."""
+    files = [i for i in infos if not i.is_dir()]
+    for info in files:
+        if (why := limits.ratio_problem(info.filename, info.file_size, info.compress_size)) is not None:
+            raise PermanentError(f"{why}; archive refused (zip bomb?), nothing stored", where)
+    total = sum(i.file_size for i in files)
+    if (why := limits.size_problem(total, reported_bytes)) is not None:
+        raise PermanentError(f"{why}; archive refused, nothing stored", where)
+    return total
+
+
+def check_series_zip(
+    path: Path,
+    series_uid: str,
+    image_count: int | None,
+    md5_offered: bool,
+    reported_bytes: int | None = None,
+    limits: Limits | None = None,
+) -> CheckedZip:
     """Open and verify a downloaded series zip; raise TransientError/PermanentError naming what is wrong."""
     where = f"series {series_uid}"
+    limits = limits or Limits()
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
@@ -93,6 +124,7 @@ def check_series_zip(path: Path, series_uid: str, image_count: int | None, md5_o
             raise PermanentError(f"zip has {seen[dups[0]]} entries named {dups[0]!r}"
                                  + (f" (and {len(dups) - 1} more duplicate names)" if len(dups) > 1 else "")
                                  + "; archive rejected", where)  # fmt: skip
+        check_directory(infos, reported_bytes, limits, where)
         md5s: dict[str, str] | None = None
         names = {safe_member_name(i.filename): i for i in infos if not i.is_dir()}
         manifest_info = next((i for n, i in names.items() if n and posixpath.basename(n) == MD5_MANIFEST), None)
@@ -150,7 +182,7 @@ def _has_dicm_marker(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> 
     if info.file_size < 132:
         return False
     try:
-        with zf.open(info) as fh:
+        with _BoundedEntry(zf, info, where) as fh:
             return fh.read(132)[128:132] == b"DICM"
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise TransientError(f"zip entry {info.filename} is damaged ({exc})", where) from exc
@@ -182,7 +214,8 @@ def _not_a_zip(path: Path, exc: BaseException) -> str:
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> bytes:
     try:
-        return zf.read(info)
+        with _BoundedEntry(zf, info, where) as fh:
+            return fh.read_all()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:  # bad CRC, truncated data
         raise TransientError(f"zip entry {info.filename} is damaged ({exc})", where) from exc
 
@@ -190,7 +223,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> byte
 def _hash_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> tuple[str, str, int, bytes]:
     sha, md5, size, head = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0, b""
     try:
-        with zf.open(info) as fh:  # CRC is checked by zipfile when the entry is fully read
+        with _BoundedEntry(zf, info, where) as fh:  # size and CRC checked when the entry is fully read
             while chunk := fh.read(_CHUNK):
                 if len(head) < 132:
                     head += chunk[: 132 - len(head)]
@@ -202,8 +235,57 @@ def _hash_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> tupl
     return sha.hexdigest(), md5.hexdigest(), size, head
 
 
-def extract_member(zf: zipfile.ZipFile, member: Member, target: Path) -> None:
-    """Write one checked member to ``target`` (a temp path inside the cache)."""
-    with zf.open(member.info) as src, open(target, "wb") as dst:
+def extract_member(zf: zipfile.ZipFile, member: Member, target: Path, where: str = "") -> None:
+    """Write one checked member to ``target`` (a temp path inside the cache), never more than its size."""
+    with _BoundedEntry(zf, member.info, where or member.name) as src, open(target, "wb") as dst:
         while chunk := src.read(_CHUNK):
             dst.write(chunk)
+
+
+class _BoundedEntry:
+    """Read one zip entry, never more than one byte beyond the size its directory entry states.
+
+    zipfile trusts the central directory: it stops at the stated size and then reports a CRC error, which
+    looks like a damaged download (and would be retried). Here the entry is opened with room for one more
+    byte and no CRC of its own, so a lying directory is caught as such (``PermanentError``, not retried),
+    and the CRC is checked here once the entry ends where the directory says it does.
+    """
+
+    def __init__(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> None:
+        self.info, self.where = info, where
+        probe = copy.copy(info)
+        probe.file_size = info.file_size + 1
+        del probe.CRC  # zipfile skips its own CRC check for an entry without one
+        self._fh = zf.open(probe)
+        self._got = 0
+        self._crc = 0
+
+    def __enter__(self) -> _BoundedEntry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
+
+    def read(self, n: int) -> bytes:
+        data = self._fh.read(n)
+        self._got += len(data)
+        if self._got > self.info.file_size:
+            raise PermanentError(
+                f"entry {self.info.filename} holds more than the {self.info.file_size} bytes the zip directory "
+                f"states (lying central directory); archive refused, nothing stored", self.where)  # fmt: skip
+        self._crc = zlib.crc32(data, self._crc)
+        if not data or len(data) < n:
+            self._finish()
+        return data
+
+    def read_all(self) -> bytes:
+        parts = []
+        while chunk := self.read(_CHUNK):
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def _finish(self) -> None:
+        if self._got < self.info.file_size:
+            raise zipfile.BadZipFile(f"entry ends after {self._got} of the {self.info.file_size} bytes stated")
+        if self._crc != self.info.CRC:
+            raise zipfile.BadZipFile(f"Bad CRC-32 for file {self.info.filename!r}")

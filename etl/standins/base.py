@@ -41,6 +41,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     drop_after: int | None = None  # close the connection after this many body bytes
     delay: float = 0.0  # wait before the status line
+    close_delimited: bool = False  # no Content-Length: the body ends when the connection closes
 
     @classmethod
     def json(cls, obj: Any, status: int = 200) -> Response:
@@ -254,7 +255,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(resp.status)
             for k, v in resp.headers.items():
                 self.send_header(k, v)
-            if not any(k.lower() == "content-length" for k in resp.headers):
+            if resp.close_delimited:
+                self.close_connection = True
+                self.send_header("Connection", "close")
+            elif not any(k.lower() == "content-length" for k in resp.headers):
                 self.send_header("Content-Length", str(len(resp.body)))
             self.end_headers()
             if resp.drop_after is not None:

@@ -30,10 +30,19 @@ KNOBS = {
     "extra_entries": "add non-DICOM files (LICENSE.txt, notes/readme.md) to the first k zips (harmless)",
     "nested_folder": "put every entry of the first k zips under a <SeriesInstanceUID>/ folder (harmless)",
     "missing_md5": "omit the md5 of the first k payloads (no md5hashes.csv / no contentMd5)",
+    "zip_bomb": "pad the first DICOM entry of the first k zips with bomb_mb MB of zeros, deflated, with an honest "
+                "central directory and a consistent md5hashes.csv (a ~1000:1 entry)",
+    "zip_bomb_lying": "as zip_bomb, but the zip's directory and local header state the entry's original size",
+    "bomb_mb": "megabytes of zero padding added by zip_bomb / zip_bomb_lying (default 64)",
+    "oversize_series": "pad the first DICOM entry of the first k zips with incompressible bytes (the series' "
+                       "reported size + 1 MiB), md5 consistent: an honest zip bigger than NBIA's FileSize",
+    "overlong_content": "send the first k Synapse file bodies with extra bytes beyond the handle's contentSize",
+    "no_content_length": "send the first k payload bodies without Content-Length (the body ends when the "
+                         "connection closes), so a client can only bound them while reading",
 }
 
 
-_FLOAT_KNOBS = ("slow_first_byte", "retry_after")
+_FLOAT_KNOBS = ("slow_first_byte", "retry_after", "bomb_mb")
 HTML_ERROR_PAGE = (b"<!DOCTYPE html>\n<html><head><title>Service Unavailable</title></head>"
                    b"<body><h1>Down for maintenance</h1><p>Please try again later.</p></body></html>\n")
 
@@ -57,6 +66,12 @@ class Faults:
     extra_entries: int = 0
     nested_folder: int = 0
     missing_md5: int = 0
+    zip_bomb: int = 0
+    zip_bomb_lying: int = 0
+    bomb_mb: float = 64.0
+    oversize_series: int = 0
+    overlong_content: int = 0
+    no_content_length: int = 0
     targets: frozenset[str] = frozenset()
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     fired: dict[str, int] = field(default_factory=dict, compare=False)

@@ -137,6 +137,9 @@ class NbiaStandin(LoopbackServer):
             entries = _read_entries(data)
             bad = [(n, ("0" * 32 if i == 0 else h)) for i, (n, h) in enumerate(md5s)]
             data, fault = _build_zip([e for e in entries if e[0] != "md5hashes.csv"], bad), "wrong_md5"
+        for knob in ("zip_bomb", "zip_bomb_lying", "oversize_series"):
+            if self.faults.take(knob, ids):
+                data, fault = self._padded_zip(uid, data, with_md5, knob), knob
         if self.faults.take("zip_slip", ids):
             entries = _read_entries(data)
             entries.insert(0, (f"../{uid}-escaped.dcm", b"zip-slip"))
@@ -150,10 +153,34 @@ class NbiaStandin(LoopbackServer):
             resp.headers["Content-Length"] = str(len(resp.body))
             resp.drop_after = len(resp.body) // 2
             fault = "drop_mid_body"
+        if self.faults.take("no_content_length", ids):
+            resp.close_delimited = True
+            fault = (fault + "+" if fault else "") + "no_content_length"
         if self.faults.take("slow_first_byte", ids):
             resp.delay = self.faults.slow_first_byte
             fault = (fault + "+" if fault else "") + "slow_first_byte"
         return resp, fault
+
+    def _padded_zip(self, uid: str, data: bytes, with_md5: bool, knob: str) -> bytes:
+        """The series zip with its first DICOM entry padded (md5hashes.csv recomputed, so it stays consistent).
+
+        ``zip_bomb``: zeros, deflated (~1000:1); ``zip_bomb_lying``: the same, but the directory and local
+        header state the entry's original size; ``oversize_series``: seeded random bytes (incompressible,
+        stored) so that the series is honestly bigger than the size NBIA reports for it."""
+        import random
+
+        entries = [e for e in _read_entries(data) if e[0] != "md5hashes.csv"]
+        first = next(i for i, (n, _) in enumerate(entries) if n.lower().endswith(".dcm"))
+        name, original = entries[first]
+        if knob == "oversize_series":
+            pad = random.Random(uid).randbytes(int(self.series[uid].meta["FileSize"]) + (1 << 20))
+        else:
+            pad = bytes(int(self.faults.bomb_mb * (1 << 20)))
+        entries[first] = (name, original + pad)
+        md5s = [(n, hashlib.md5(b, usedforsecurity=False).hexdigest()) for n, b in entries] if with_md5 else None
+        deflate = {name} if knob != "oversize_series" else set()
+        out = _build_zip(entries, md5s, deflate=deflate)
+        return _state_size(out, name, len(original)) if knob == "zip_bomb_lying" else out
 
     # ------------------------------------------------------------------ routing
     def handle(self, req: Request) -> tuple[Response, set[str], str, str]:
@@ -228,7 +255,9 @@ def _parse_form(body: bytes) -> dict[str, list[str]]:
     return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
 
 
-def _build_zip(entries: list[tuple[str, bytes]], md5s: list[tuple[str, str]] | None) -> bytes:
+def _build_zip(
+    entries: list[tuple[str, bytes]], md5s: list[tuple[str, str]] | None, deflate: set[str] | frozenset[str] = frozenset()
+) -> bytes:
     import warnings
 
     buf = io.BytesIO()
@@ -236,11 +265,30 @@ def _build_zip(entries: list[tuple[str, bytes]], md5s: list[tuple[str, str]] | N
         warnings.simplefilter("ignore", UserWarning)  # "Duplicate name": wanted by the duplicate_entry knob
         for name, data in entries:
             info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED if name in deflate else zipfile.ZIP_STORED
             zf.writestr(info, data)
         if md5s is not None:
             text = "Filename,MD5Hash\n" + "".join(f"{n},{h}\n" for n, h in md5s)
             zf.writestr(zipfile.ZipInfo("md5hashes.csv", date_time=(2020, 1, 1, 0, 0, 0)), text)
     return buf.getvalue()
+
+
+def _state_size(data: bytes, name: str, size: int) -> bytes:
+    """Rewrite the uncompressed size of entry ``name`` in its local header and the central directory (a
+    lying directory: the data and CRC stay those of the real, bigger content)."""
+    import struct
+
+    out = bytearray(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        info = zf.getinfo(name)
+        struct.pack_into("<I", out, info.header_offset + 22, size)  # local file header: uncompressed size
+        pos = zf.start_dir  # type: ignore[attr-defined]
+    while out[pos:pos + 4] == b"PK\x01\x02":  # central directory records
+        n, m, k = struct.unpack_from("<HHH", out, pos + 28)
+        if out[pos + 46:pos + 46 + n].decode("utf-8") == name:
+            struct.pack_into("<I", out, pos + 24, size)
+        pos += 46 + n + m + k
+    return bytes(out)
 
 
 def _read_entries(data: bytes) -> list[tuple[str, bytes]]:

@@ -14,8 +14,8 @@ A local directory becomes a project (the root) with folders and files; ids are s
 
 Every ``/repo`` and ``/file`` call must carry ``Authorization: Bearer <token>``; a wrong token is answered
 with 401. The token is compared, never stored in the request log. Fault knobs: ``etl.standins.faults``
-(``http500``, ``drop_mid_body``, ``slow_first_byte`` on file bodies, ``wrong_md5`` in the file handle
-batch answer, ``zip_slip`` as a child entity named ``../<name>``).
+(``http500``, ``drop_mid_body``, ``slow_first_byte`` and ``overlong_content`` on file bodies, ``wrong_md5``
+in the file handle batch answer, ``zip_slip`` as a child entity named ``../<name>``).
 """
 
 from __future__ import annotations
@@ -286,10 +286,15 @@ class SynapseStandin(LoopbackServer):
             data, status = data[a:b + 1], 206
         if (injected := self.status_fault(ids, as_json=False, skip=("http500",))) is not None:
             return injected[0], ids, injected[1], "n/a"  # http500 stays a REST-only knob
-        resp = Response(status, data, headers)
         fault = ""
+        if self.faults.take("overlong_content", ids):  # more bytes than the handle's contentSize, same md5 claim
+            data, fault = data + b"\0" * max(len(data), 64 * 1024), "overlong_content"
+        resp = Response(status, data, headers)
         if self.faults.take("drop_mid_body", ids):
             resp.drop_after, fault = len(data) // 2, "drop_mid_body"
+        if self.faults.take("no_content_length", ids):
+            resp.close_delimited = True
+            fault = (fault + "+" if fault else "") + "no_content_length"
         if self.faults.take("slow_first_byte", ids):
             resp.delay = self.faults.slow_first_byte
             fault = (fault + "+" if fault else "") + "slow_first_byte"

@@ -8,12 +8,20 @@ cells are returned, never formulas (a formula saved without a result comes back 
 naming it instead of reading it as blank); date cells come back as Excel serial day numbers (no mapping
 reads a date); numbers are ``int`` when the stored text is an integer, else ``float``, as openpyxl
 returns them.
+
+Every XML part is parsed with ``defusedxml`` (as openpyxl does when it is installed): a workbook whose XML
+declares entities or a DTD, e.g. an entity-expansion "billion laughs" bomb, is refused with one line naming
+the file before anything is expanded.
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 import zipfile
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as _fromstring
+from defusedxml.ElementTree import iterparse as _iterparse
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -86,8 +94,11 @@ class ValueWorkbook:
             raise self._unreadable(exc, sheet) from exc
 
     def _unreadable(self, exc: BaseException, sheet: str | None = None) -> InputUnreadable:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         where = f"{self.path}, sheet {sheet!r}" if sheet else str(self.path)
+        if isinstance(exc, DefusedXmlException):
+            return InputUnreadable(f"refused: the workbook's XML declares entities or a DTD ({type(exc).__name__}; "
+                                   f"an entity-expansion 'billion laughs' bomb?); nothing was expanded", where)  # fmt: skip
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return InputUnreadable(f"not a readable xlsx workbook: {text}", where)
 
 
@@ -105,15 +116,15 @@ def _resolve(base_dir: str, target: str) -> str:
 
 def _workbook_parts(zf: zipfile.ZipFile) -> tuple[dict[str, str], str | None]:
     """(sheet name -> zip member, in workbook order; the shared-strings member or None)."""
-    root_rels = ET.fromstring(zf.read("_rels/.rels"))
+    root_rels = _fromstring(zf.read("_rels/.rels"))
     book = next(r.get("Target", "") for r in root_rels.iter(f"{_PKG_REL}Relationship")
                 if r.get("Type", "").endswith("/officeDocument"))
     book = _resolve("", book)
     book_dir, _, book_name = book.rpartition("/")
     rels_name = f"{book_dir}/_rels/{book_name}.rels" if book_dir else f"_rels/{book_name}.rels"
-    rels = {r.get("Id"): r for r in ET.fromstring(zf.read(rels_name)).iter(f"{_PKG_REL}Relationship")}
+    rels = {r.get("Id"): r for r in _fromstring(zf.read(rels_name)).iter(f"{_PKG_REL}Relationship")}
     sheets: dict[str, str] = {}
-    for sheet in ET.fromstring(zf.read(book)).iter(f"{_MAIN}sheet"):
+    for sheet in _fromstring(zf.read(book)).iter(f"{_MAIN}sheet"):
         rel = rels.get(sheet.get(f"{_DOC_REL}id"))
         if rel is not None and rel.get("Type", "").endswith("/worksheet"):
             sheets[str(sheet.get("name"))] = _resolve(book_dir, rel.get("Target", ""))
@@ -128,7 +139,7 @@ def _shared_strings(zf: zipfile.ZipFile, member: str | None) -> list[str]:
     if member is None:
         return []
     out = []
-    for si in ET.fromstring(zf.read(member)).iter(f"{_MAIN}si"):
+    for si in _fromstring(zf.read(member)).iter(f"{_MAIN}si"):
         texts = [si.findtext(f"{_MAIN}t") or ""] if si.find(f"{_MAIN}t") is not None else []
         texts += [r.findtext(f"{_MAIN}t") or "" for r in si.iter(f"{_MAIN}r")]  # rich-text runs, not phonetic rPh
         out.append("".join(texts))
@@ -169,7 +180,7 @@ def _cell_value(cell: ET.Element, strings: list[str]) -> Any:
 
 def _sheet_rows(fh: Any, strings: list[str]) -> Iterator[Row]:
     rownum = 0
-    for _, elem in ET.iterparse(fh, events=("end",)):
+    for _, elem in _iterparse(fh, events=("end",)):
         if elem.tag != f"{_MAIN}row":
             continue
         rownum = int(elem.get("r") or rownum + 1)

@@ -552,6 +552,27 @@ def _rule_present_with(df: pd.DataFrame, p: dict[str, Any]) -> RuleResult:
     yield p["column"], (df[p["column"]].isna() & df[p["with"]].notna()).astype(bool)
 
 
+def _rule_text_prefix(df: pd.DataFrame, p: dict[str, Any]) -> RuleResult:
+    """Every text column (known or extra): cells that start with one of ``prefixes``; with ``except_numbers``
+    text that is just a number (``-5``) does not count. Numeric columns hold no text and are skipped."""
+    import re
+
+    prefixes = tuple(str(x) for x in p["prefixes"])
+    number = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+    def flagged(u: pd.Series) -> pd.Series:
+        hit = u.str[:1].isin(prefixes)
+        if p.get("except_numbers"):
+            hit &= ~u.str.fullmatch(number.pattern).fillna(False)
+        return hit
+
+    for name in df.columns:
+        col = df[name]
+        if col.dtype == object or isinstance(col.dtype, pd.StringDtype):
+            ok = per_unique(lambda u: ~flagged(u))(col.astype(STRING_DTYPE))  # missing values pass
+            yield str(name), ~ok.astype(bool)
+
+
 RULE_KINDS: dict[str, Callable[[pd.DataFrame, dict[str, Any]], RuleResult]] = {
     "unique": _rule_unique,
     "pattern_by": _rule_pattern_by,
@@ -560,6 +581,7 @@ RULE_KINDS: dict[str, Callable[[pd.DataFrame, dict[str, Any]], RuleResult]] = {
     "not_greater": _rule_not_greater,
     "list_length": _rule_list_length,
     "present_with": _rule_present_with,
+    "text_prefix": _rule_text_prefix,
 }
 
 

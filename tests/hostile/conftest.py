@@ -1,0 +1,46 @@
+"""Fixtures for the hostile-input corpus: everything is generated small, per session, from seeds."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "extract"))
+
+from extract_dicomgen import TOKEN, CorpusCase, write_corpus, write_manifest, write_synapse_tree  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def corpus2(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[CorpusCase], Path]:
+    """2 cases x 2 phases x 3 slices of real DICOM bytes and their manifest."""
+    root = tmp_path_factory.mktemp("hostile-corpus")
+    cases = write_corpus(root / "dicom", 2, seed=17, phases=2)
+    return root / "dicom", cases, write_manifest(root / "manifest.csv", cases)
+
+
+@pytest.fixture(scope="session")
+def syn_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synapse_tree(tmp_path_factory.mktemp("hostile-syn") / "MAMA-MIA", 1)
+
+
+@pytest.fixture
+def fast():
+    from etl.extract.retry import RetryPolicy
+
+    return RetryPolicy.fast()
+
+
+@pytest.fixture
+def no_user_synapse_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("SYNAPSE_AUTH_TOKEN", TOKEN)
+    return str(tmp_path / "no-synapse-config")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A hostile input must end quickly: every test here is bounded at a minute."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(60))
