@@ -120,7 +120,8 @@ def _faults(fault: list[str], target: list[str]):  # type: ignore[no-untyped-def
 _FAULT_HELP = ("Fault knob name=value, repeatable: http500=K, http503=K, http429=K (retry_after=SECONDS), "
                "html_200=K, bad_json=K, drop_mid_body=K, truncate_zip=K, empty_zip=K, duplicate_entry=K, "
                "extra_entries=K, nested_folder=K, wrong_md5=K, missing_md5=K, zip_slip=K, slow_first_byte=SECONDS "
-               "with slow_count=K (K='always' for permanent).")  # fmt: skip
+               "with slow_count=K, zip_bomb=K, zip_bomb_lying=K (with bomb_mb=MB), oversize_series=K, "
+               "overlong_content=K (Synapse), no_content_length=K (K='always' for permanent).")  # fmt: skip
 
 
 def _serve(server, url_line: str, seconds: Optional[float]) -> None:  # type: ignore[no-untyped-def]
