@@ -30,7 +30,7 @@ BIN = Path(PY).parent
 def _run_tool(tool: str, src: str, out: str) -> None:
     """Executed in a child process: convert ``src`` with one Python tool, print its convert seconds."""
     if tool == "ours":
-        from etl.transform.dicom_series import read_phase, scan
+        from etl.transform.dicom import read_phase, scan
         from etl.transform.headers import extract
         from etl.transform.nifti import write_phase
 

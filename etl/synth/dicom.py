@@ -2,7 +2,8 @@
 
 Realistic enough that a converter bug shows: three vendor styles, axial or sagittal, one series per phase
 or all phases in one series (slices interleaved, phases told apart by a vendor-specific tag), shuffled
-file names, optional obliquity, rescale slope/intercept, and fake PHI the release must never carry.
+file names, optional obliquity, rescale slope/intercept, and fake PHI the release must never carry;
+``add_series`` puts other series beside the dynamic (bland T1, maps, subtractions) for the selection tests.
 
 Coordinates: the study is built on a voxel grid ``(c, r, k)`` = (column, row, slice in increasing
 position along the slice normal = row cosine x column cosine), with the LPS affine ``grid_affine``; that
@@ -13,6 +14,7 @@ is mapped onto that grid per view.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,9 @@ class StudySpec:
     headers: dict[str, Any] = field(default_factory=dict)
     acquisition_times: tuple[int, ...] | None = None  # override the phantom's seconds from first phase
     extra_non_dicom: bool = True  # drop a non-DICOM file in the folder (the inventory must ignore it)
+    # SeriesDescription of each series (one per phase for per_phase, one for single_series); None = vendor's
+    series_descriptions: tuple[str, ...] | None = None
+    image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "OTHER")  # ImageType of the dynamic's images
 
     @property
     def full_size(self) -> StudySpec:
@@ -232,6 +237,9 @@ def write_study(out_dir: str | Path, spec: StudySpec, seed: int) -> StudyTruth:
     v = _vendor(spec)
     if spec.layout not in LAYOUTS:
         raise ValueError(f"layout must be per_phase or single_series, got {spec.layout!r}")
+    n_series = spec.n_phases if spec.layout == "per_phase" else 1
+    if spec.series_descriptions is not None and len(spec.series_descriptions) != n_series:
+        raise ValueError(f"series_descriptions needs {n_series} entries, got {len(spec.series_descriptions)}")
     hdr = default_headers(spec, rng)
     row_dir, col_dir, normal, affine = grid_geometry(spec, rng)
     phantom = phantom_for(spec, seed)
@@ -249,7 +257,6 @@ def write_study(out_dir: str | Path, spec: StudySpec, seed: int) -> StudyTruth:
     write_rescale = spec.rescale is not None or v["rescale"] is not None
 
     study_uid, frame_uid = _uid(rng), _uid(rng)
-    n_series = spec.n_phases if spec.layout == "per_phase" else 1
     series_uids = [_uid(rng) for _ in range(n_series)]
     if hdr.get("tcia_series_uid"):
         series_uids[0] = str(hdr["tcia_series_uid"])
@@ -285,7 +292,7 @@ def write_study(out_dir: str | Path, spec: StudySpec, seed: int) -> StudyTruth:
             ds = Dataset()
             ds.file_meta = meta
             ds.SpecificCharacterSet = "ISO_IR 100"
-            ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+            ds.ImageType = list(spec.image_type)
             ds.SOPClassUID = MR_IMAGE_STORAGE
             ds.SOPInstanceUID = sop_uid
             if date:
@@ -298,7 +305,9 @@ def write_study(out_dir: str | Path, spec: StudySpec, seed: int) -> StudyTruth:
             ds.Manufacturer = v["Manufacturer"] if hdr.get("manufacturer") == spec.vendor else str(hdr["manufacturer"])
             ds.InstitutionName = "Synthetic General Hospital"  # fake PHI
             ds.ReferringPhysicianName = "Doe^Referrer"  # fake PHI
-            if spec.layout == "per_phase":
+            if spec.series_descriptions is not None:
+                ds.SeriesDescription = spec.series_descriptions[s_idx]
+            elif spec.layout == "per_phase":
                 ds.SeriesDescription = v["series_description"][fs] + (" pre" if p == 0 else f" post{p}")
             else:
                 ds.SeriesDescription = v["series_description"][fs]
@@ -389,6 +398,48 @@ def write_study(out_dir: str | Path, spec: StudySpec, seed: int) -> StudyTruth:
     return StudyTruth(spec=spec, root=out_dir, files=files, series_uids=series_uids, grid_affine=affine,
                       values=values, mask=mask, headers=expected, acquisition_times=[int(t) for t in times])
 
+
+
+def add_series(truth: StudyTruth, description: str, image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "OTHER"),
+               seconds: float = 5.0, n_positions: int = 1, value: int = 50000, series_number: int = 900,
+               matrix: tuple[int, int] | None = None, n_images: int | None = None) -> tuple[str, list[Path]]:
+    """Another series of the study beside the dynamic (a T1 without fat suppression, a map, a subtraction):
+    phase 0's geometry (or ``matrix`` rows x columns, cropped: another geometry), ``n_positions`` temporal
+    positions, acquired ``seconds`` after phase 0 (negative: before), pixels ``value + 100 * position + k``
+    so a test can tell them from the dynamic's; ``n_images`` keeps only the first slices (a one-image MIP).
+    Returns (series UID, files)."""
+    import pydicom
+    from pydicom.valuerep import TM
+
+    firsts = truth.files[:truth.spec.n_slices][:n_images]  # files are written phase by phase
+    rng = np.random.default_rng(zlib.crc32(repr((truth.series_uids, description, seconds, value)).encode()))
+    uid = _uid(rng)
+    folder = truth.root / uid
+    folder.mkdir(parents=True)
+    files = []
+    for t in range(n_positions):
+        for k, f in enumerate(firsts):
+            ds = pydicom.dcmread(f)
+            ds.SeriesInstanceUID = uid
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = _uid(rng)
+            ds.SeriesDescription = description
+            ds.ImageType = list(image_type)
+            ds.SeriesNumber = series_number
+            tm = TM(ds.AcquisitionTime)
+            secs = tm.hour * 3600 + tm.minute * 60 + tm.second + seconds + 60 * t
+            ds.AcquisitionTime = ds.ContentTime = ds.SeriesTime = _time_str(secs)
+            ds.TemporalPositionIdentifier = t + 1
+            ds.NumberOfTemporalPositions = n_positions
+            ds.AcquisitionNumber = t + 1
+            ds.TriggerTime = _ds(60000.0 * t)
+            ds.InstanceNumber = k * n_positions + t + 1
+            rows, cols = matrix or (ds.Rows, ds.Columns)
+            ds.Rows, ds.Columns = rows, cols
+            ds.PixelData = np.full((rows, cols), value + 100 * t + k, dtype="<u2").tobytes()
+            name = folder / f"X{t:02d}{k:03d}.dcm"
+            ds.save_as(name, enforce_file_format=True)
+            files.append(name)
+    return uid, files
 
 
 def write_enhanced(truth: StudyTruth, path: str | Path, shuffle_seed: int | None = 0) -> Path:

@@ -14,8 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from etl.errors import ConfigError
-from etl.transform.dicom_series import Inventory, Phase
-from etl.transform.nifti import _rules, view_of
+from etl.transform.dicom import Inventory, Phase
+from etl.transform.dicom.tags import tag_values
+from etl.transform.imaging_rules import RULES_FILE, rules_section
+from etl.transform.nifti import view_of
 
 IMAGING_VARIABLES = (
     "view", "bilateral_mri", "num_phases", "fat_suppressed", "field_strength", "image_rows", "image_columns",
@@ -26,32 +28,11 @@ IMAGING_VARIABLES = (
 
 
 def variable_rules() -> dict[str, dict[str, Any]]:
-    rules = dict(_rules().get("variables") or {})
+    rules = dict(rules_section("variables") or {})
     missing = [v for v in IMAGING_VARIABLES if v not in rules]
     if missing:
-        raise ConfigError(f"imaging header rules missing: {', '.join(missing)}", "schemas/imaging_headers.yaml")
+        raise ConfigError(f"imaging header rules missing: {', '.join(missing)}", RULES_FILE)
     return rules
-
-
-def _functional_group_value(ds: Any, tag: str) -> Any:
-    """``tag`` inside the functional groups of a multi-frame (Enhanced MR) header: shared, then frame 0."""
-    for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
-        groups = ds.get(seq) if seq in ds else None
-        if not groups:
-            continue
-        for elem in groups[0]:
-            if elem.VR == "SQ" and elem.value and tag in elem.value[0]:
-                return elem.value[0].get(tag)
-    return None
-
-
-def _values(ds: Any, tag: str) -> list[str]:
-    """A tag's values as stripped strings ([] when absent or empty); Enhanced MR functional groups too."""
-    value = ds.get(tag) if tag in ds else _functional_group_value(ds, tag)
-    if value is None:
-        return []
-    items = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
-    return [str(v).strip() for v in items if v is not None and str(v).strip() != ""]
 
 
 def _typed(texts: list[str], kind: str, spec: dict[str, Any]) -> Any:
@@ -78,12 +59,12 @@ def _typed(texts: list[str], kind: str, spec: dict[str, Any]) -> Any:
         if len(digits) != 8:
             return None
         return f"{digits[:4]}/{digits[4:6]}/{digits[6:]}"
-    raise ConfigError(f"unknown type {kind!r}", "schemas/imaging_headers.yaml")
+    raise ConfigError(f"unknown type {kind!r}", RULES_FILE)
 
 
 def _from_tags(ds: Any, spec: dict[str, Any]) -> Any:
     for tag in spec["tags"]:
-        texts = _values(ds, tag)
+        texts = tag_values(ds, tag)
         if texts:
             try:
                 return _typed(texts, spec.get("type", "str"), spec)
@@ -94,7 +75,7 @@ def _from_tags(ds: Any, spec: dict[str, Any]) -> Any:
 
 def _from_rules(ds: Any, rules: list[dict[str, Any]]) -> Any:
     for rule in rules:
-        texts = _values(ds, rule["tag"])
+        texts = tag_values(ds, rule["tag"])
         if "any_of" in rule:
             wanted = {str(x).upper() for x in rule["any_of"]}
             fired = any(t.upper() in wanted for t in texts)
@@ -103,7 +84,7 @@ def _from_rules(ds: Any, rules: list[dict[str, Any]]) -> Any:
         elif rule.get("present"):
             fired = bool(texts)
         else:
-            raise ConfigError(f"rule for {rule['tag']} needs any_of, match or present", "schemas/imaging_headers.yaml")
+            raise ConfigError(f"rule for {rule['tag']} needs any_of, match or present", RULES_FILE)
         if fired:
             return rule["value"]
     return None
@@ -155,13 +136,13 @@ def extract(inv: Inventory) -> dict[str, Any]:
         elif "tags" in spec:
             out[name] = _from_tags(ds, spec)
         else:
-            raise ConfigError(f"variable {name} has no tags, rules or derive", "schemas/imaging_headers.yaml")
+            raise ConfigError(f"variable {name} has no tags, rules or derive", RULES_FILE)
     for name in deferred:
         spec = rules[name]
         if spec["derive"] == "bmi_group":
             out[name] = bmi_group(out.get("weight"), out.get("patient_size"), spec)
         else:
-            raise ConfigError(f"unknown derivation {spec['derive']!r} for {name}", "schemas/imaging_headers.yaml")
+            raise ConfigError(f"unknown derivation {spec['derive']!r} for {name}", RULES_FILE)
     return out
 
 

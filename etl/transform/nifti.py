@@ -14,13 +14,11 @@ or the clock: same input, same file.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -28,6 +26,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 
 from etl.atomic import atomic_path
 from etl.errors import ConfigError, DicomError
+from etl.transform.imaging_rules import rules_section
 
 log = logging.getLogger("etl.transform.nifti")
 
@@ -47,17 +46,9 @@ except ImportError:  # pragma: no cover - exercised only where isal is missing
     DEFAULT_LEVEL = 1
 
 
-@functools.lru_cache(maxsize=1)
-def _rules() -> dict[str, Any]:
-    from etl.resources import data_path
-    from etl.yamlfile import load_yaml_mapping
-
-    return load_yaml_mapping(data_path("schemas/imaging_headers.yaml"), "imaging header rules")
-
-
 def profiles() -> dict[str, dict[str, str]]:
     """Orientation profiles: name -> view -> axis codes."""
-    return dict(_rules().get("profiles") or {})
+    return dict(rules_section("profiles") or {})
 
 
 def profile_codes(profile: str, view: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 
 from etl.synth.corpus import spec_from_row
 from etl.synth.dicom import write_study
-from etl.transform.dicom_series import scan
+from etl.transform.dicom import scan
 from etl.transform.headers import IMAGING_VARIABLES, bmi_group, extract, published_text, same_value, variable_rules
 
 GEOMETRY = ("image_rows", "image_columns", "num_slices", "pixel_spacing")

@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 
 from etl.errors import DicomError
 from etl.synth.dicom import StudySpec, write_study
-from etl.transform.dicom_series import read_phase, scan
+from etl.transform.dicom import read_phase, scan
 
 SMALL = StudySpec(matrix=(16, 20), n_slices=6, n_phases=3, extra_non_dicom=True)
 # pydicom's bundled real MR slices (one 64x64 image in several encodings).

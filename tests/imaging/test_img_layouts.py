@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid
 from etl.errors import DicomError
 from etl.layout import Layout
 from etl.synth.dicom import StudySpec, StudyTruth, write_enhanced, write_study
-from etl.transform.dicom_series import read_phase, scan
+from etl.transform.dicom import read_phase, scan
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 

@@ -4,7 +4,6 @@ taken again with `mamamia convert --all-series`."""
 
 from __future__ import annotations
 
-import copy
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,11 +13,11 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 
 from etl.layout import Layout
 from etl.synth.dicom import StudySpec, StudyTruth, write_study
-from etl.transform.dicom_series import filter_series, scan, series_filter_rules
+from etl.synth.dicom import add_series as synth_add_series
+from etl.transform.dicom import filter_series, scan, series_filter_rules
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -30,6 +29,7 @@ DCE_DESCRIPTIONS = [
     "Ax VIBRANT MPh", "SAG VIBRANT BILAT DYN", "T1_fl3d_tra_dyn_FS", "ISPY2: VOLSER: uni-lateral cropped: original",
     "Sag Dynamic", "3D SAG T1 FS", "ax vibrant fs pre", "ax vibrant fs post 1", "Dynamic-3dfgre",
     "t1_vibe_fs_tra_dyn", "T1W_FFE_DYN", "sag 3d spgr fs", "Ax T1 FS dyn", "Ax 3D T1 bilateral",
+    "ax dyn ser 2", "Ser#3 dyn", "DYN ser_4",
 ]
 
 # Non-DCE series that share the DCE geometry in real studies -> the rule that must fire first.
@@ -82,22 +82,8 @@ def small(tmp: Path, name: str = "CASE_F", **kw) -> StudyTruth:
 
 def add_series(truth: StudyTruth, description: str, image_type: list[str], offset: int, n: int | None = None) -> str:
     """A copy of phase 0's geometry as a new series (other pixel values, acquired 5 s after phase 0)."""
-    uid = generate_uid()
-    n_slices = truth.spec.n_slices
-    folder = truth.root / uid
-    folder.mkdir()
-    for k, f in enumerate(truth.files[:n_slices][:n]):
-        ds = copy.deepcopy(pydicom.dcmread(f))
-        ds.SeriesInstanceUID = uid
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.SeriesDescription = description
-        ds.ImageType = image_type
-        ds.SeriesNumber = 900 + offset
-        t = pydicom.valuerep.TM(ds.AcquisitionTime)
-        secs = t.hour * 3600 + t.minute * 60 + t.second + 5
-        ds.AcquisitionTime = ds.ContentTime = f"{secs // 3600:02d}{secs % 3600 // 60:02d}{secs % 60:02d}"
-        ds.PixelData = (np.full((ds.Rows, ds.Columns), 50000 + 100 * offset + k, dtype="<u2")).tobytes()
-        ds.save_as(folder / f"X{k:03d}.dcm", enforce_file_format=True)
+    uid, _ = synth_add_series(truth, description, tuple(image_type), seconds=5, value=50000 + 100 * offset,
+                              series_number=900 + offset, n_images=n)
     return uid
 
 
@@ -137,7 +123,12 @@ def test_scan_ignores_same_geometry_non_dce_series(tmp_path: Path, layout: str) 
     assert [ph.series_uid for ph in inv.phases] == (truth.series_uids if layout == "per_phase"
                                                     else truth.series_uids * 3)
     unfiltered = scan(truth.root, series_filter=False)
-    assert len(unfiltered.phases) == 3 + len(extras) and not unfiltered.filtered
+    assert not unfiltered.filtered
+    if layout == "per_phase":  # one series per phase: every series of the geometry is a phase
+        assert len(unfiltered.phases) == 3 + len(extras)
+    else:  # the dynamic is held in one series: the others are not phases of it, filter or not
+        assert [ph.series_uid for ph in unfiltered.phases] == truth.series_uids * 3
+        assert {u: unfiltered.decisions[u].rule for u in extras} == dict.fromkeys(extras, "single_series_dynamic")
 
 
 def test_convert_cli_filters_and_all_series_takes_them(cli, tmp_path: Path) -> None:
@@ -200,7 +191,7 @@ def test_filter_leaving_nothing_falls_back_with_warning(tmp_path: Path, caplog) 
         ds = pydicom.dcmread(f)
         ds.SeriesDescription = "Ax SUB dyn"  # a study whose only series a rule would ignore
         ds.save_as(f, enforce_file_format=True)
-    with caplog.at_level(logging.WARNING, logger="etl.transform.dicom_series"):
+    with caplog.at_level(logging.WARNING, logger="etl.transform.dicom"):
         inv = scan(truth.root)
     assert len(inv.phases) == 3 and not inv.filtered and inv.filter_fallback == ["subtraction"]
     assert any("subtraction" in r.getMessage() and "unfiltered" in r.getMessage() for r in caplog.records)
