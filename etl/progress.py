@@ -1,4 +1,8 @@
-"""Progress for long work: a bar on a terminal, plain log lines otherwise (CI, pipes, log files)."""
+"""Progress for long work: a bar on a terminal, plain log lines otherwise (CI, pipes, log files).
+
+On a terminal the bars and the log lines go through one rich console (``console()``; the CLI's log handler
+uses it too), so a log line is printed above a live bar instead of being glued to it.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
     if sys.stderr.isatty():
         from rich.progress import track as rich_track
 
-        yield from rich_track(items, description=description, total=total, console=_console())
+        yield from rich_track(items, description=description, total=total, console=console())
         return
     start = time.monotonic()
     last = start
@@ -35,7 +39,14 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         log.info("%s: %d done (%.1f s)", description, n, time.monotonic() - start)
 
 
-def _console():  # type: ignore[no-untyped-def]
-    from rich.console import Console
+_CONSOLE: list = []  # type: ignore[type-arg]
 
-    return Console(stderr=True)
+
+def console():  # type: ignore[no-untyped-def]
+    """The one rich console on stderr that every progress bar and the CLI's log handler share."""
+    if not _CONSOLE:
+        from rich.console import Console
+
+        _CONSOLE.append(Console(stderr=True))
+    return _CONSOLE[0]
+

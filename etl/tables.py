@@ -17,6 +17,7 @@ import pandas as pd
 
 from etl.atomic import atomic_path
 from etl.errors import InputUnreadable
+from etl.safetext import csv_safe_frame, protect_sheet
 from etl.validate.schema import STRING_DTYPE
 
 log = logging.getLogger("etl.tables")
@@ -57,7 +58,7 @@ def _read_raw(path: Path, sheet: str) -> pd.DataFrame:
         elif suffix == ".parquet":
             df = _read_parquet(path)
         else:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], sep=sniff_delimiter(path))
     except InputUnreadable:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, KeyError, ImportError) as exc:
@@ -66,6 +67,23 @@ def _read_raw(path: Path, sheet: str) -> pd.DataFrame:
         raise InputUnreadable("no columns found", str(path))
     df.columns = [str(c) for c in df.columns]
     return df.reset_index(drop=True)
+
+
+CSV_DELIMITERS = (",", ";", "\t")
+
+
+def sniff_delimiter(path: Path) -> str:
+    """The delimiter of a CSV file: the one of ``,`` ``;`` or tab that occurs most in its header line, outside
+    quotes (a header names columns, which hold no delimiter; data rows may: ``[0, 584]``, ``a;b`` paths).
+    Spreadsheet exports in many locales write ``;``; tab-separated text is common too."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        header = fh.readline()
+    unquoted = "".join(part for i, part in enumerate(header.split('"')) if i % 2 == 0)
+    counts = {d: unquoted.count(d) for d in CSV_DELIMITERS}
+    best = max(CSV_DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] else csv.excel.delimiter
 
 
 def _read_xlsx(path: Path, sheet: str) -> pd.DataFrame:
@@ -108,7 +126,7 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
         if suffix == ".parquet":
             _write_parquet(df, tmp)
         elif suffix == ".csv":
-            df.to_csv(tmp, index=False, lineterminator="\n")
+            csv_safe_frame(df).to_csv(tmp, index=False, lineterminator="\n")  # formula-like text quote-prefixed
         else:
             _write_xlsx(df, tmp)
     return path
@@ -169,6 +187,8 @@ def _write_xlsx(df: pd.DataFrame, tmp: Path) -> None:
     with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
         df.to_excel(writer, sheet_name=SHEET, index=False)
         legend.to_excel(writer, sheet_name=LEGEND_SHEET, index=False)
+        for ws in writer.sheets.values():
+            protect_sheet(ws)  # formula-like text stays text (openpyxl makes every "=..." a formula)
     _make_xlsx_deterministic(tmp)
 
 

@@ -30,11 +30,11 @@ def register(app: typer.Typer) -> None:
         limit: int = typer.Option(None, "--limit", "-n", min=1, help="Show at most N rows (the count is of all)."),
     ) -> None:
         """Filter the clinical table: cases matching an expression, or any SQL. The count goes to stderr."""
-        from etl.use.query import QueryError, filter_cases, referenced_columns, run_sql
-        from etl.use.textformat import frame_to_records, render_table
+        from etl.use.query import QueryError, filter_cases, literal_hints, referenced_columns, run_sql
+        from etl.use.textformat import frame_to_records, render_table, shorten_paths
 
         if (where is None) == (sql is None):
-            raise QueryError("give exactly one of --where or --sql", "query")
+            raise QueryError("give exactly one of --where or --sql", "--where/--sql")
         df, path_columns = _load(source)
         result = filter_cases(df, where) if where is not None else run_sql(df, sql)
         if columns:
@@ -44,7 +44,10 @@ def register(app: typer.Typer) -> None:
                 raise QueryError(f"unknown column(s) {', '.join(unknown)}", "--columns")
             result = result[wanted]
         elif fmt is QueryFormat.table and where is not None:
-            keep = ["patient_id", "dataset", *referenced_columns(where, df.columns), *path_columns]
+            # the terminal table names each case's files without repeating them (mask_path duplicates one
+            # of the two masks, patient_info_path follows from the id); CSV/JSON carry every path column
+            shown_paths = [c for c in path_columns if c not in ("mask_path", "patient_info_path")]
+            keep = ["patient_id", "dataset", *referenced_columns(where, df.columns), *shown_paths]
             result = result[list(dict.fromkeys(c for c in keep if c in result.columns))]
         count = len(result)
         shown = result.head(limit) if limit else result
@@ -55,10 +58,17 @@ def register(app: typer.Typer) -> None:
 
             typer.echo(json.dumps(frame_to_records(shown), indent=1, ensure_ascii=False))
         else:
+            paths = [c for c in path_columns if c in shown.columns]
+            if paths:  # a terminal table stays readable: paths relative to the release, phases counted
+                shown = shorten_paths(shown, paths, source.resolve())
             typer.echo(render_table(list(shown.columns), shown.itertuples(index=False, name=None)))
+            if paths:
+                typer.echo(f"paths relative to {source}; --format csv or json for the full paths", err=True)
         noun = "case" if where is not None else "row"
         typer.echo(f"{count} {noun}{'s' if count != 1 else ''}" + (f" ({len(shown)} shown)" if len(shown) != count else ""),
                    err=True)
+        for hint in literal_hints(df, where if where is not None else sql):
+            typer.echo(f"hint: {hint}", err=True)
 
 
 def _load(source: Path):  # type: ignore[no-untyped-def]

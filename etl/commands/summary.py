@@ -20,13 +20,18 @@ def register(app: typer.Typer) -> None:
         fmt: SummaryFormat = typer.Option(SummaryFormat.text, "--format", "-f",
                                           help="json: {n_cases, overall: {VAR: {LABEL: N}}, by_dataset: {...}}; "
                                                "text: one readable table per variable."),
+        normalized: bool = typer.Option(True, "--normalized/--raw",
+                                        help="Count labels after mappings/normalize.yaml (default: 'pre (<6 months "
+                                             "since LMP...)' counts as pre, 'hawaian' as hawaiian/pacific islander) or "
+                                             "as published (--raw)."),
     ) -> None:
-        """Count cases per variable and label, overall and per dataset (age binned; 0/1 as no/yes)."""
+        """Count cases per variable and label, overall and per dataset (age binned; 0/1 as no/yes), with the
+        median and interquartile range of age, BMI and follow-up days."""
         import json
 
         from etl.use.summary import summarize, summary_text
 
-        result = summarize(_load_table(source))
+        result = summarize(_load_table(source), normalized=normalized)
         if fmt is SummaryFormat.json:
             typer.echo(json.dumps(result, indent=1))
         else:

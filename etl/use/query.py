@@ -19,8 +19,15 @@ _DOUBLE_QUOTED = re.compile(r'"([^"]*)"')
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+_COMPARED = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s*(?:==|=|!=|<>)\s*'((?:[^']|'')*)'")
+_IN_LIST = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\s+(?:not\s+)?in\s*\(([^)]*)\)", re.IGNORECASE)
+_QUOTED = re.compile(r"'((?:[^']|'')*)'")
+
+
 class QueryError(EtlError):
-    """The expression or SQL cannot be run on this table."""
+    """The expression or SQL cannot be run on this table (a usage error: exit 2)."""
+
+    exit_code = 2
 
 
 def filter_cases(df: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -47,6 +54,30 @@ def run_sql(df: pd.DataFrame, sql: str, where_label: str = "--sql") -> pd.DataFr
     finally:
         con.close()
     return _restore_dtypes(result, df)
+
+
+def literal_hints(df: pd.DataFrame, expr: str) -> list[str]:
+    """A hint for each string literal compared with a text column that holds no such value but holds it in
+    another case or with stray spaces (``manufacturer == 'Siemens'`` when the data says ``SIEMENS``), or a
+    close spelling: an empty answer caused by a spelling should say so, not look like a finding."""
+    expr = _DOUBLE_QUOTED.sub(lambda m: m.group(0) if m.group(1) in df.columns else "'" + m.group(1).replace("'", "''") + "'", expr)
+    pairs = [(m.group(1), m.group(2).replace("''", "'")) for m in _COMPARED.finditer(expr)]
+    for m in _IN_LIST.finditer(expr):
+        pairs += [(m.group(1), q.replace("''", "'")) for q in _QUOTED.findall(m.group(2))]
+    hints = []
+    for column, literal in dict.fromkeys(pairs):
+        if column not in df.columns:
+            continue
+        values = {str(v) for v in df[column].dropna().unique() if isinstance(v, str)}
+        if not values or literal in values:
+            continue
+        key = literal.strip().casefold()
+        close = sorted(v for v in values if v.strip().casefold() == key)
+        if not close:
+            close = difflib.get_close_matches(literal, sorted(values), n=3, cutoff=0.8)
+        if close:
+            hints.append(f"no {column} is {literal!r}; did you mean {', '.join(repr(v) for v in close)}?")
+    return hints
 
 
 def referenced_columns(expr: str, columns: Sequence[str]) -> list[str]:

@@ -37,3 +37,23 @@ def _cell(value: Any) -> str:
 def frame_to_records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """JSON-ready records: missing values become null, numpy scalars plain Python."""
     return json.loads(df.to_json(orient="records", date_format="iso", force_ascii=False))
+
+
+def shorten_paths(df: pd.DataFrame, columns: Sequence[str], root: Any) -> pd.DataFrame:
+    """Path columns for a terminal table: relative to ``root``; a ';'-joined list of phase files becomes its
+    first file and ``+N`` more (full paths stay in CSV/JSON output)."""
+    import os
+
+    def short(value: Any) -> Any:
+        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            return value
+        parts = [p for p in (value if isinstance(value, (list, tuple)) else str(value).split(";")) if p]
+        if not parts:
+            return ""
+        rel = [os.path.relpath(p, root) if os.path.isabs(p) and str(p).startswith(str(root)) else str(p) for p in parts]
+        return rel[0] + (f" +{len(rel) - 1}" if len(rel) > 1 else "")
+
+    out = df.copy()
+    for c in columns:
+        out[c] = out[c].map(short)
+    return out

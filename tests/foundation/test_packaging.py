@@ -59,14 +59,17 @@ def test_plain_install_finds_the_data_folders(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    code = ("import etl, etl.resources as r; "
-            "print(etl.__file__); print(r.data_path('schemas/clinical_imaging.yaml')); print(r.data_root('release'))")
+    code = ("import etl, etl.resources as r; from etl.demo import load_demo_definition as d; "
+            "print(etl.__file__); print(r.data_path('schemas/clinical_imaging.yaml')); print(r.data_root('release')); "
+            "print(d()['_path']); print(d()['_definition'])")
     env = {**os.environ, "PYTHONPATH": str(target)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert all(line.startswith(str(target)) for line in lines), lines
     assert "_data" in lines[1]
+    assert lines[3].endswith("etl/synth/demo.yaml") and lines[4].endswith("etl/_data/release/v1.yaml")
+    assert not (REPO / "release" / "demo.yaml").exists()  # release/ holds release definitions only
 
 
 def test_shipped_test_data_is_the_published_bytes():

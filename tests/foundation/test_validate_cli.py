@@ -143,3 +143,48 @@ def test_real_subprocess_run_has_no_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: file not found ({tmp_path / 'x.csv'})"
+
+
+def _corrupted(v1_table, tmp_path):  # type: ignore[no-untyped-def]
+    from etl.tables import write_table
+
+    df = v1_table.copy()
+    df["view"] = df["view"].astype(object)
+    df.loc[[0, 1, 2], "view"] = "oblique"
+    return write_table(df, tmp_path / "t.parquet")
+
+
+def test_severity_summary_and_verdict_last(v1_table, v1_path, tmp_path, cli):
+    path = _corrupted(v1_table, tmp_path)
+    every = cli("validate", path)
+    errors_only = cli("validate", path, "--severity", "error")
+    summary = cli("validate", path, "--summary")
+    for res in (every, errors_only, summary):
+        assert res.exit_code == 1
+        lines = res.stdout.rstrip().splitlines()
+        assert lines[-1] == f"{path}: INVALID: 1506 rows, 3 errors, 2158 warnings"  # the verdict is always last
+        assert "  error         3  allowed_values" in lines and "  warning    1554  no_surrounding_whitespace" in lines
+    listed = [ln for ln in errors_only.stdout.splitlines() if ln.startswith(("error:", "warning:"))]
+    assert len(listed) == 3 and all(ln.startswith("error:") for ln in listed)
+    assert sum(ln.startswith("warning:") for ln in every.stdout.splitlines()) == 2158
+    assert not [ln for ln in summary.stdout.splitlines() if ln.startswith(("error:", "warning:"))]
+    ok = cli("validate", v1_path, "--summary")
+    assert ok.exit_code == 0 and ok.stdout.strip().splitlines()[-1].endswith("valid: 1506 rows, 0 errors, 2158 warnings")
+
+
+def test_findings_to_csv_and_json(v1_table, tmp_path, cli):
+    path = _corrupted(v1_table, tmp_path)
+    res = cli("validate", path, "--out", tmp_path / "findings.csv", "--summary")
+    assert res.exit_code == 1 and "wrote 2161 finding(s)" in res.stderr
+    found = pd.read_csv(tmp_path / "findings.csv")
+    assert list(found.columns) == ["severity", "rule", "row", "patient_id", "column", "value", "message"]
+    assert len(found) == 2161 and (found["severity"] == "error").sum() == 3
+    errs = found[found["severity"] == "error"]
+    assert errs["row"].tolist() == [0, 1, 2] and set(errs["value"]) == {"oblique"} and set(errs["column"]) == {"view"}
+    res = cli("validate", path, "--out", tmp_path / "findings.json", "--severity", "error", "--max", "1")
+    rows = json.loads((tmp_path / "findings.json").read_text())
+    assert [(r["row"], r["patient_id"], r["rule"]) for r in rows] == [(0, "DUKE_001", "allowed_values"),
+                                                                      (1, "DUKE_002", "allowed_values"),
+                                                                      (2, "DUKE_005", "allowed_values")]
+    bad = cli("validate", path, "--out", tmp_path / "findings.txt")
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: --out must end in .csv or .json")
