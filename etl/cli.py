@@ -22,7 +22,7 @@ import typer
 from typer.core import TyperGroup
 
 from etl import __version__
-from etl.errors import EtlError
+from etl.errors import EtlError, UsageError  # noqa: F401  (UsageError: re-exported for callers)
 
 # pipeline order: `mamamia --help` lists them as a curator meets them
 COMMAND_MODULES = (
@@ -69,13 +69,6 @@ app = typer.Typer(
 )
 
 _state = {"debug": False}
-
-
-class UsageError(EtlError):
-    """A command line that asks for something impossible (a bad option value, options that exclude each
-    other) but that click cannot check by itself: exit 2, like click's own usage errors."""
-
-    exit_code = EXIT_USAGE
 
 
 def _version(value: bool) -> None:

@@ -29,6 +29,13 @@ class InputUnreadable(EtlError):
     exit_code = 2
 
 
+class UsageError(EtlError):
+    """A command line that asks for something impossible (a bad option value, options that exclude each
+    other) but that click cannot check by itself: exit 2, like click's own usage errors."""
+
+    exit_code = 2
+
+
 class ValidationFailed(EtlError):
     """Data was read but breaks the rules (schema, mapping, geometry...)."""
 

@@ -38,11 +38,11 @@ def ls(
     import csv
     import sys
 
-    from etl.errors import ConfigError
+    from etl.errors import UsageError
     from etl.extract.cache import Cache
 
     if source not in ("tcia", "synapse", "all") or fmt not in ("table", "csv"):
-        raise ConfigError("--source must be tcia|synapse|all and --format table|csv", "options")
+        raise UsageError("--source must be tcia|synapse|all and --format table|csv", "options")
     c = Cache(cache, create=False, readonly=True)
     rows: list[list[str]] = []
     if source in ("tcia", "all"):
@@ -79,11 +79,11 @@ def export(
     link: bool = typer.Option(False, "--link", help="Hard-link files instead of copying (same filesystem; treat read-only)."),
 ) -> None:
     """Materialize cached downloads as plain folders; exit 1 if a manifest case has nothing cached."""
-    from etl.errors import ConfigError
+    from etl.errors import UsageError
     from etl.extract.export import export_synapse, export_tcia
 
     if (manifest is None) == (synapse_root is None):
-        raise ConfigError("give exactly one of --manifest or --synapse", "options")
+        raise UsageError("give exactly one of --manifest or --synapse", "options")
     if manifest is not None:
         res = export_tcia(cache, manifest, out, series_only=series_only, exclusions=exclusions, link=link)
         typer.echo(f"exported {len(res.cases)} case(s), {res.files} file(s), {res.bytes / 1e6:.1f} MB to {out}; "

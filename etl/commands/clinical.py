@@ -8,13 +8,13 @@ import typer
 
 
 def _parse_sources(items: list[str]) -> dict[str, str]:
-    from etl.errors import ConfigError
+    from etl.errors import UsageError
 
     out: dict[str, str] = {}
     for item in items or []:
         name, sep, path = item.partition("=")
         if not sep or not name.strip() or not path.strip():
-            raise ConfigError("expected NAME=PATH, e.g. duke=Clinical_and_Other_Features.xlsx", f"--source {item}")
+            raise UsageError("expected NAME=PATH, e.g. duke=Clinical_and_Other_Features.xlsx", f"--source {item}")
         out[name.strip()] = path.strip()
     return out
 
@@ -97,7 +97,9 @@ def register(app: typer.Typer) -> None:
         from etl.transform.concordance import concordance, format_text
 
         if fmt not in ("text", "json"):
-            raise ConfigError(f"unknown format {fmt!r}; use text or json", "--format")
+            from etl.errors import UsageError
+
+            raise UsageError(f"unknown format {fmt!r}; use text or json", "--format")
         maps = load_collections(mappings)
         normalizer = None if raw else Normalizer.load(mappings / "normalize.yaml" if mappings else None)
         report = concordance(read_table(table), read_table(reference), maps, normalizer, max_examples=examples)

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ class CaseJob:
     definition: str | None = None
     threads: int | None = None
     all_series: bool = False  # take every series of the dynamic geometry (series_filter off)
+    series_uids: tuple[str, ...] = ()  # series UIDs recorded for the case (--series-uids)
+    series_uids_source: str = ""  # where they were to come from ("" = not asked for)
 
 
 def _layout(job: CaseJob) -> Any:
@@ -41,10 +44,39 @@ def _layout(job: CaseJob) -> Any:
     return Layout.from_definition(job.out_root, job.definition)
 
 
+def _scan(job: CaseJob) -> Any:
+    """The case's inventory; with --series-uids, a case without recorded UIDs is refused, not guessed."""
+    from etl.errors import InputUnreadable
+    from etl.transform.dicom import scan
+
+    if job.series_uids_source and not job.series_uids:
+        raise InputUnreadable(f"no series UIDs recorded for {job.patient_id}", job.series_uids_source)
+    return scan(job.source, series_filter=not job.all_series, series_uids=job.series_uids or None)
+
+
+def inventory_path(job: CaseJob) -> Path:
+    """``inventory.tsv`` of a case, beside its imaging JSON (``{patient_id}.inventory.tsv``)."""
+    marker = _layout(job).imaging_json(job.patient_id)
+    return marker.parent / f"{job.patient_id.lower()}.inventory.tsv"
+
+
+def inventory_tsv(inv: Any) -> str:
+    """The inventory rows as TSV (tabs and newlines inside a value become spaces)."""
+    from etl.transform.dicom.inventory import INVENTORY_COLUMNS
+
+    def cell(v: Any) -> str:
+        text = "" if v is None else ("true" if v is True else "false" if v is False else str(v))
+        return re.sub(r"[\t\r\n]+", " ", text)
+
+    lines = ["\t".join(INVENTORY_COLUMNS)]
+    lines += ["\t".join(cell(row[c]) for c in INVENTORY_COLUMNS) for row in inv.rows()]
+    return "\n".join(lines) + "\n"
+
+
 def convert_case(job: CaseJob) -> dict[str, Any]:
     """Convert one case into the staged directory; skip it when its imaging JSON already exists."""
     from etl.atomic import write_text
-    from etl.transform.dicom_series import read_phase, scan
+    from etl.transform.dicom import read_phase
     from etl.transform.headers import extract
     from etl.transform.nifti import profile_codes, view_of, write_phase
 
@@ -52,7 +84,7 @@ def convert_case(job: CaseJob) -> dict[str, Any]:
     marker = layout.imaging_json(job.patient_id)
     if marker.exists():
         return {"patient_id": job.patient_id, "status": "skipped", "phases": len(layout.images(job.patient_id))}
-    inv = scan(job.source, series_filter=not job.all_series)
+    inv = _scan(job)
     profile_codes(job.profile, view_of(inv.phases[0].affine))  # fail before writing if the view has no profile
     values = extract(inv)
     for i, phase in enumerate(inv.phases):
@@ -62,6 +94,7 @@ def convert_case(job: CaseJob) -> dict[str, Any]:
     while (extra := layout.image(job.patient_id, stale)).exists():  # a previous run with more phases
         extra.unlink()
         stale += 1
+    write_text(inventory_path(job), inventory_tsv(inv))
     record = {"patient_id": job.patient_id.upper(), **values}
     write_text(marker, json.dumps(record, indent=2) + "\n")
     return {"patient_id": job.patient_id, "status": "converted", "phases": len(inv.phases)}
@@ -96,7 +129,7 @@ def _image_header(path: Path) -> Any:
     from pydicom.errors import InvalidDicomError
 
     from etl.errors import DicomError
-    from etl.transform.dicom_series import looks_like_dicom, read_header
+    from etl.transform.dicom import looks_like_dicom, read_header
 
     if not looks_like_dicom(path):
         return None
@@ -118,15 +151,24 @@ def _owner_of(folder: Path) -> tuple[str, str] | None:
 
 
 def plan(dicom_dir: Path, out_dir: Path, profile: str, patient_id: str | None,
-         definition: str | None = None, exclusions: Path | None = None, all_series: bool = False) -> list[CaseJob]:
-    """The cases a command line asks for; in a folder of cases, excluded patients are skipped and logged."""
+         definition: str | None = None, exclusions: Path | None = None, all_series: bool = False,
+         series_uids: str | None = None) -> list[CaseJob]:
+    """The cases a command line asks for; in a folder of cases, excluded patients are skipped and logged.
+    ``series_uids`` (a CSV or ``from-manifest``) gives each case its recorded series UIDs."""
     from etl.errors import InputUnreadable
+    from etl.transform.dicom.recorded import read_series_uids
 
     if not dicom_dir.exists():
         raise InputUnreadable("no such folder", str(dicom_dir))
+    recorded = read_series_uids(series_uids) if series_uids else {}
+
+    def job(source: Path, pid: str) -> CaseJob:
+        uids = recorded.get(pid) or recorded.get(pid.upper()) or []
+        return CaseJob(str(source), str(out_dir), pid, profile, definition, all_series=all_series,
+                       series_uids=tuple(uids), series_uids_source=str(series_uids or ""))
+
     if dicom_dir.is_file() or patient_id or is_single_case(dicom_dir):
-        pid = patient_id or dicom_dir.name
-        return [CaseJob(str(dicom_dir), str(out_dir), pid, profile, definition, all_series=all_series)]
+        return [job(dicom_dir, patient_id or dicom_dir.name)]
     from etl.extract.manifest import read_exclusions
 
     excluded = read_exclusions(exclusions)
@@ -136,25 +178,54 @@ def plan(dicom_dir: Path, out_dir: Path, profile: str, patient_id: str | None,
             log.info("skipping %s: excluded (%s)", p.name, excluded[p.name])
         else:
             cases.append(p)
-    return [CaseJob(str(p), str(out_dir), p.name, profile, definition, all_series=all_series) for p in cases]
+    return [job(p, p.name) for p in cases]
 
 
-def dry_run(jobs: list[CaseJob]) -> int:
-    """Print each case's inventory and planned outputs; write nothing. Returns the number of failed cases."""
+class DryRunFormat(str, Enum):
+    """What --dry-run prints."""
+
+    text = "text"
+    json = "json"
+    tsv = "tsv"
+
+
+
+
+def dry_run(jobs: list[CaseJob], fmt: str = "text") -> int:
+    """Print each case's inventory and planned outputs; write nothing. Returns the number of failed cases.
+
+    ``text`` is for people; ``json`` (one object per case: patient_id, phases, error, series rows) and
+    ``tsv`` (one row per series, ``patient_id`` first) are the inventory as data."""
     from etl.errors import EtlError
-    from etl.transform.dicom_series import scan
+    from etl.transform.dicom.inventory import INVENTORY_COLUMNS
     from etl.transform.nifti import profile_codes, view_of
 
     failed = 0
+    records: list[dict[str, Any]] = []
+    if fmt == "tsv":
+        typer.echo("\t".join(("patient_id", *INVENTORY_COLUMNS, "error")))
     for job in jobs:
         layout = _layout(job)
         try:
-            inv = scan(job.source, series_filter=not job.all_series)
+            inv = _scan(job)
             view = view_of(inv.phases[0].affine)
             codes = profile_codes(job.profile, view)
         except EtlError as exc:
-            typer.echo(f"{job.patient_id}: FAILED {exc.message}")
             failed += 1
+            if fmt == "json":
+                records.append({"patient_id": job.patient_id, "phases": None, "error": exc.message, "series": []})
+            elif fmt == "tsv":
+                typer.echo("\t".join([job.patient_id, *[""] * len(INVENTORY_COLUMNS), exc.message]))
+            else:
+                typer.echo(f"{job.patient_id}: FAILED {exc.message}")
+            continue
+        if fmt == "json":
+            records.append({"patient_id": job.patient_id, "phases": len(inv.phases), "view": view, "error": None,
+                            "series": inv.rows()})
+            continue
+        if fmt == "tsv":
+            for line in inventory_tsv(inv).splitlines()[1:]:
+                typer.echo(f"{job.patient_id}\t{line}\t")
             continue
         done = " (already converted: would skip)" if layout.imaging_json(job.patient_id).exists() else ""
         typer.echo(f"{job.patient_id}: {len(inv.phases)} phases, {view} -> {codes} ({job.profile}){done}")
@@ -162,7 +233,10 @@ def dry_run(jobs: list[CaseJob]) -> int:
             typer.echo(f"  {line}")
         for i in range(len(inv.phases)):
             typer.echo(f"  would write {layout.image(job.patient_id, i)}")
+        typer.echo(f"  would write {inventory_path(job)}")
         typer.echo(f"  would write {layout.imaging_json(job.patient_id)}")
+    if fmt == "json":
+        typer.echo(json.dumps(records, indent=2))
     return failed
 
 
@@ -207,23 +281,32 @@ def register(app: typer.Typer) -> None:
                                                "with the shipped manifests/exclusions.csv, applied to a folder of cases."),
         dry: bool = typer.Option(False, "--dry-run", help="Print the inventory (series, phases, geometry) and the "
                                  "files that would be written; write nothing."),
-        all_series: bool = typer.Option(False, "--all-series", help="Take every image series of the dynamic "
-                                        "geometry as a phase: switch off the series_filter rules of "
+        all_series: bool = typer.Option(False, "--all-series", help="Switch off the series_filter rules of "
                                         "schemas/imaging_headers.yaml, which ignore subtractions, MIPs, parametric "
                                         "maps (PE/SER), T2, diffusion, non-fat-sat T1 and DERIVED copies beside an "
-                                        "ORIGINAL series."),
+                                        "ORIGINAL series: every series of the dynamic's geometry is a phase (a "
+                                        "dynamic held in one series stays that series)."),
+        series_uids: str | None = typer.Option(None, "--series-uids", metavar="FILE|from-manifest",
+                                               help="Use the series UIDs recorded for each case: a CSV with "
+                                               "patient_id and series_uid (or tcia_series_uid) columns, several "
+                                               "rows per case allowed, or 'from-manifest' (tcia_series_uid of the "
+                                               "shipped manifests/mama-mia-v1.csv: the pre-contrast series, or "
+                                               "the series holding the dynamic). A case without one fails."),
+        fmt: DryRunFormat = typer.Option(DryRunFormat.text, "--format", case_sensitive=False,
+                                         help="--dry-run output: text, json or tsv (the inventory: every "
+                                         "series with the rule that decided)."),
     ) -> None:
         """Convert DCE-MRI DICOM into oriented phase NIfTI files and the 22 imaging variables (JSON)."""
         from etl.transform.nifti import profiles
 
-        from etl.errors import ConfigError
+        from etl.errors import UsageError
 
         if profile not in profiles():
-            raise ConfigError(f"unknown profile {profile!r} (known: {', '.join(sorted(profiles()))})", "--profile")
+            raise UsageError(f"unknown profile {profile!r} (known: {', '.join(sorted(profiles()))})", "--profile")
         case_jobs = plan(dicom_dir, out_dir, profile, patient_id, str(definition) if definition else None, exclusions,
-                         all_series)
+                         all_series, series_uids)
         if dry:
-            raise typer.Exit(1 if dry_run(case_jobs) else 0)
+            raise typer.Exit(1 if dry_run(case_jobs, fmt.value) else 0)
         if len(case_jobs) == 1 and not scheduler:
             result = convert_case(case_jobs[0])  # single case: errors surface as the one-line CLI error
             typer.echo(f"{result['patient_id']}: {result['status']}, {result['phases']} phases -> {out_dir}")

@@ -20,9 +20,9 @@ def _policy(retries: int, timeout: float, backoff: float, max_backoff: float):  
     from etl.extract.retry import RetryPolicy
 
     if retries < 0 or timeout <= 0 or backoff < 0 or max_backoff < 0:
-        from etl.errors import ConfigError
+        from etl.errors import UsageError
 
-        raise ConfigError("--retries/--backoff must be >= 0 and --timeout > 0", "options")
+        raise UsageError("--retries/--backoff must be >= 0 and --timeout > 0", "options")
     return RetryPolicy(attempts=retries + 1, base_delay=backoff, max_delay=max_backoff, timeout=timeout)
 
 

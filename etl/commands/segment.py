@@ -10,12 +10,12 @@ import typer
 def _parse_folds(text: str | None) -> tuple[int, ...] | None:
     if text is None or text.strip() == "":
         return None
-    from etl.errors import ConfigError
+    from etl.errors import UsageError
 
     try:
         return tuple(int(f) for f in text.replace(" ", "").split(",") if f != "")
     except ValueError as exc:
-        raise ConfigError(f"--folds must be comma-separated integers, got {text!r}", "--folds") from exc
+        raise UsageError(f"--folds must be comma-separated integers, got {text!r}", "--folds") from exc
 
 
 def register(app: typer.Typer) -> None:
@@ -42,15 +42,15 @@ def register(app: typer.Typer) -> None:
         Masks land on the grid of the input phase (same shape and affine as phase 0001). Finished cases are
         skipped, so a killed run resumes. Needs the `segment` extra for nnU-Net; --ftv needs nothing extra.
         """
-        from etl.errors import ConfigError, SegmentError
+        from etl.errors import SegmentError, UsageError
         from etl.segment.config import load_config
         from etl.segment.nnunet import INSTALL_HINT, nnunet_available
         from etl.segment.stage import run_segmentation
 
         if ftv and model is not None:
-            raise ConfigError("--model and --ftv exclude each other", "--ftv")
+            raise UsageError("--model and --ftv exclude each other", "--ftv")
         if device is not None and device not in ("auto", "cuda", "cpu"):
-            raise ConfigError(f"--device must be auto, cuda or cpu, got {device!r}", "--device")
+            raise UsageError(f"--device must be auto, cuda or cpu, got {device!r}", "--device")
         method = "ftv" if ftv else ("nnunet" if model is not None else load_config(definition).method)
         if method == "nnunet" and not nnunet_available():
             raise SegmentError(INSTALL_HINT, "nnunetv2")

@@ -26,6 +26,13 @@ def register(app: typer.Typer) -> None:
         from etl.release.tableio import read_table
         from etl.split import SplitSettings, balance_text, make_split, write_split
 
+        from etl.errors import UsageError
+
+        if not 0.0 < test_fraction < 1.0:
+            raise UsageError(f"--test-fraction must be between 0 and 1 (exclusive), got {test_fraction:g}",
+                             "--test-fraction")
+        if folds < 1:
+            raise UsageError(f"--folds must be at least 1, got {folds}", "--folds")
         settings = SplitSettings(seed=seed, test_fraction=test_fraction, folds=folds, min_stratum=min_stratum)
         df = read_table(table)
         result = make_split(df, settings)

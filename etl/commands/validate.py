@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         Exit 0: valid (warnings allowed); 1: errors found; 2: the input cannot be read.
         Rows are 0-based positions in the table (in an .xlsx sheet, data row N is spreadsheet row N + 2).
         """
-        from etl.cli import UsageError
+        from etl.errors import UsageError
 
         if out is not None and out.suffix.lower() not in (".csv", ".json"):
             raise UsageError(f"--out must end in .csv or .json, got {out.name!r}", "--out")

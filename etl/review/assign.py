@@ -23,7 +23,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from etl.errors import ConfigError
+from etl.errors import ConfigError, UsageError
 
 UNRATED = "unrated"
 # quality strata in display order (the rating app's four scores, then cases nobody rated yet)
@@ -54,19 +54,19 @@ def expert_names(spec: str) -> list[str]:
     if text.isdigit():
         n = int(text)
         if n < 1:
-            raise ConfigError("--experts must be at least 1", "--experts")
+            raise UsageError("--experts must be at least 1", "--experts")
         width = max(2, len(str(n)))
         return [f"expert_{i:0{width}d}" for i in range(1, n + 1)]
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
-        raise ConfigError("--experts needs a number or comma-separated names", "--experts")
+        raise UsageError("--experts needs a number or comma-separated names", "--experts")
     bad = [n for n in names if not _NAME.fullmatch(n)]
     if bad:
-        raise ConfigError(f"expert name {bad[0]!r} is not usable as a folder name (letters, digits, . _ -; "
+        raise UsageError(f"expert name {bad[0]!r} is not usable as a folder name (letters, digits, . _ -; "
                           "starting with a letter or digit)", "--experts")
     dupes = sorted(n for n, c in Counter(n.lower() for n in names).items() if c > 1)
     if dupes:
-        raise ConfigError(f"expert name {dupes[0]!r} given twice", "--experts")
+        raise UsageError(f"expert name {dupes[0]!r} given twice", "--experts")
     return names
 
 
@@ -107,9 +107,9 @@ def assign(records: list[CaseRecord], experts: list[str], seed: int = 0,
     round.
     """
     if not experts:
-        raise ConfigError("no experts to assign to", "--experts")
+        raise UsageError("no experts to assign to", "--experts")
     if per_expert is not None and per_expert < 1:
-        raise ConfigError("--per-expert must be at least 1", "--per-expert")
+        raise UsageError("--per-expert must be at least 1", "--per-expert")
     ids = [r.patient_id for r in records]
     if len(set(ids)) != len(ids):
         dup = next(p for p, c in Counter(ids).items() if c > 1)

@@ -109,7 +109,7 @@ def test_unknown_source_name_and_bad_source_argument(small, tmp_path, cli):
               "--out", tmp_path / "x.csv")
     assert res.exit_code == 1 and "no mapping with a source for 'tcga' (known: duke, ispy1)" in res.stderr
     res = cli("clinical", "build", "--source", "duke", "--out", tmp_path / "x.csv")
-    assert res.exit_code == 1 and "expected NAME=PATH" in res.stderr
+    assert res.exit_code == 2 and "expected NAME=PATH" in res.stderr  # usage
     res = cli("clinical", "build", "--source", f"duke={tmp_path / 'missing.xlsx'}", "--manifest", root / "manifest.csv",
               "--out", tmp_path / "x.csv")
     assert res.exit_code == 2 and "source file not found" in res.stderr

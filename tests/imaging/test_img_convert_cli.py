@@ -87,7 +87,7 @@ def test_single_case_error_is_one_line(cli, tmp_path: Path) -> None:
     assert res.exit_code == 1
     assert res.stderr.strip().startswith("error: no DICOM images found") and "Traceback" not in res.stderr
     bad = cli("convert", tmp_path / "case", tmp_path / "out", "--profile", "nope")
-    assert bad.exit_code == 1 and "unknown profile" in bad.stderr
+    assert bad.exit_code == 2 and "unknown profile" in bad.stderr  # usage
 
 
 def test_failed_case_reported_others_continue(cli, corpus, tmp_path: Path) -> None:

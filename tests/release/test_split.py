@@ -84,5 +84,5 @@ def test_cli_writes_csv_json_and_balance_table(cli, v1_path, tmp_path) -> None:
 
 def test_bad_settings_are_config_errors(cli, v1_path, tmp_path) -> None:
     res = cli("split", v1_path, "--out", tmp_path / "x.csv", "--test-fraction", "1.5")
-    assert res.exit_code == 1
-    assert "test_fraction" in res.stderr and "Traceback" not in res.stderr
+    assert res.exit_code == 2  # a bad option value is a usage error
+    assert "--test-fraction" in res.stderr and "Traceback" not in res.stderr

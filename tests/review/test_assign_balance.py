@@ -70,11 +70,12 @@ def test_deterministic_for_a_seed_and_different_for_another() -> None:
 def test_expert_names() -> None:
     assert expert_names("3") == ["expert_01", "expert_02", "expert_03"]
     assert expert_names(" ana , ben ") == ["ana", "ben"]
-    from etl.errors import ConfigError
+    from etl.errors import UsageError
 
     for bad in ("../x", "a,A", "0", ""):
-        with pytest.raises(ConfigError):
+        with pytest.raises(UsageError) as info:  # a bad --experts value is a usage error: exit 2
             expert_names(bad)
+        assert info.value.exit_code == 2
 
 
 # ------------------------------------------------------------------------------------------------ packages

@@ -136,7 +136,7 @@ def test_masks_on_the_image_grid(nnunet_run, tmp_path: Path, rewrite_case) -> No
 
 def test_errors_are_one_line(cli, phantom_staged: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     res = cli("segment", phantom_staged, "--ftv", "--model", TINY_MODEL)
-    assert res.exit_code == 1 and "exclude" in res.stderr
+    assert res.exit_code == 2 and "exclude" in res.stderr  # usage
     res = cli("segment", phantom_staged, "--model", tmp_path)
     assert res.exit_code == 1 and res.stderr.startswith("error: no nnU-Net model") and "Traceback" not in res.stderr
     res = cli("segment", phantom_staged, "--device", "cuda")
