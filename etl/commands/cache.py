@@ -54,9 +54,11 @@ def ls(
             rows.append(["synapse", r.root_id, r.relpath, f"{r.syn_id}.{r.version}", "1", str(r.size), r.md5, r.completed_at])
     header = ["source", "collection/root", "patient/path", "series/entity", "files", "bytes", "md5", "completed_at"]
     if fmt == "csv":
+        from etl.safetext import csv_cell
+
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(header)
-        w.writerows(rows)
+        w.writerows([csv_cell(v) for v in row] for row in rows)
         return
     st = c.stats()
     for r in rows:

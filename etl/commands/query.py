@@ -52,7 +52,9 @@ def register(app: typer.Typer) -> None:
         count = len(result)
         shown = result.head(limit) if limit else result
         if fmt is QueryFormat.csv:
-            typer.echo(shown.to_csv(index=False, lineterminator="\n"), nl=False)
+            from etl.safetext import csv_safe_frame
+
+            typer.echo(csv_safe_frame(shown).to_csv(index=False, lineterminator="\n"), nl=False)
         elif fmt is QueryFormat.json:
             import json
 

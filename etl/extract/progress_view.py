@@ -44,12 +44,12 @@ class RunProgress:
 
     def __enter__(self) -> RunProgress:
         if sys.stderr.isatty():
-            from rich.console import Console
+            from etl.progress import console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self._rich = Progress(
                 SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), _CountColumn(MofNCompleteColumn()),
-                TimeElapsedColumn(), console=Console(stderr=True), transient=False,
+                TimeElapsedColumn(), console=console(), transient=False,
             )  # fmt: skip
             self._rich.start()
             self._overall = self._rich.add_task(self.description, total=self.total)

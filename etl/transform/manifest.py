@@ -49,10 +49,13 @@ def manifest_from_table(table: pd.DataFrame, mappings: dict[str, CollectionMappi
 
 def manifest_csv(manifest: pd.DataFrame) -> str:
     """The manifest as CSV text (LF line ends, no index) so that regenerating it gives identical bytes."""
+    from etl.safetext import csv_cell
+
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(MANIFEST_COLUMNS)
-    writer.writerows(manifest[list(MANIFEST_COLUMNS)].itertuples(index=False, name=None))
+    writer.writerows([csv_cell(v) for v in row]
+                     for row in manifest[list(MANIFEST_COLUMNS)].itertuples(index=False, name=None))
     return buf.getvalue()
 
 

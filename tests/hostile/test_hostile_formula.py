@@ -139,3 +139,21 @@ def test_write_table_xlsx_and_csv_keep_text_text_and_numbers_numbers(tmp_path: P
     assert lines[0] == 'site,age,"\'=HYPERLINK(""http://e.example"")"'
     assert lines[1:] == ["'=1+1,-3,1.5", "-5,40,-2.5", "'@x,,0.0", ",51,", "plain,60,4.0"]
     assert str(df.loc[0, "site"]) == "=1+1"  # the caller's frame is not changed
+
+
+def test_query_csv_and_manifest_csv_are_formula_safe(cli, tmp_path) -> None:
+    """Every CSV writer escapes formula-like text: query --format csv and the case manifest."""
+    import pandas as pd
+
+    from etl.transform.manifest import manifest_csv, MANIFEST_COLUMNS
+
+    row = {c: "x" for c in MANIFEST_COLUMNS}
+    row[MANIFEST_COLUMNS[-1]] = "=HYPERLINK(\"http://x\",\"y\")"
+    text = manifest_csv(pd.DataFrame([row]))
+    assert "'=HYPERLINK" in text and "\n=HYPERLINK" not in text and ",=HYPERLINK" not in text
+
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"patient_id": ["DUKE_001", "DUKE_002"], "site": ["@SUM(A1)", "-12"]}).to_csv(table, index=False)
+    res = cli("query", table, "--sql", "select patient_id, site from cases", "--format", "csv")
+    assert res.exit_code == 0, res.stderr
+    assert "'@SUM(A1)" in res.stdout and "\n-12" in res.stdout.replace(",", "\n")  # numbers stay numbers
