@@ -59,6 +59,9 @@ def register(app: typer.Typer) -> None:
         what = "FTV" if res.method == "ftv" else f"nnU-Net ({res.model}, folds {list(res.folds)}, {res.device})"
         redone = f" ({len(res.redone)} redone: an earlier run had used another method or model)" if res.redone else ""
         typer.echo(f"segmented {len(res.written)} case(s) with {what}{redone}; {len(res.skipped)} already done")
+        if res.kept:  # never overwritten (etl/segment/bookkeeping.py); each was logged with its reason
+            pid, why = res.kept[0]
+            typer.echo(f"kept {len(res.kept)} mask(s) this run would have redone (first: {pid}: {why})")
         qc = res.qc
         if qc is not None and len(qc):
             scored = qc[qc["has_expert"].fillna(False)]

@@ -232,9 +232,22 @@ class Cache:
                 try:
                     db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
                 except sqlite3.OperationalError:
-                    # a read-only mount: WAL mode needs a writable -shm; a closed ledger has no WAL left, so
-                    # reading it as immutable is exact
+                    # a read-only mount: WAL mode needs a writable -shm. A cleanly closed ledger has no WAL left,
+                    # so reading it as immutable is exact; a WAL with frames holds committed rows that an
+                    # immutable read would silently miss, so that case is refused.
                     db.close()
+                    wal = path.with_name(path.name + "-wal")
+                    try:
+                        pending = wal.stat().st_size > 0
+                    except FileNotFoundError:
+                        pending = False
+                    except OSError as exc:
+                        raise _os_problem(exc, "cannot read the ledger's write-ahead log", wal) from None
+                    if pending:
+                        raise CacheUnusable(
+                            f"the ledger has changes not yet merged from {wal.name} and cannot be read on this "
+                            "read-only mount without them; open the cache writable once (any `mamamia extract` "
+                            "run with this --cache merges them), then retry", str(wal))
                     db = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=60, isolation_level=None)
             else:
                 db = sqlite3.connect(path, timeout=60, isolation_level=None)

@@ -206,16 +206,17 @@ def _staged_digest(entries: list[tuple[str, str]]) -> str:
     return h.hexdigest()
 
 
-def _ledger(staged: list[Path]) -> list[dict[str, Any]]:
-    """Stage records found at the top of each staged directory (JSON / JSON lines), with their sha256."""
+def _ledger(defn: ReleaseDefinition) -> list[dict[str, Any]]:
+    """Stage records found at the top of each staged directory (JSON / JSON lines), with their sha256; the
+    records are copied as they are, and ``_provenance`` makes the paths in them portable."""
     out = []
-    for root in staged:
+    for root in defn.staged:
         if not root.is_dir():
             continue
         for p in sorted(root.iterdir()):
             if not p.is_file() or not (p.name.endswith((".jsonl", ".json")) and any(k in p.name for k in ("ledger", "provenance", "stage"))):
                 continue
-            entry: dict[str, Any] = {"path": str(p), "sha256": sha256_file(p)}
+            entry: dict[str, Any] = {"path": f"{defn.portable(root)}/{p.name}", "sha256": sha256_file(p)}
             if p.stat().st_size <= 1 << 20:
                 try:
                     text = p.read_text()
@@ -281,10 +282,15 @@ def _changelog(defn: ReleaseDefinition, df: pd.DataFrame, diff_md: str | None, p
     return "\n".join(lines)
 
 
-def _provenance(defn: ReleaseDefinition, inputs: dict[str, Any], extra: dict[str, Any]) -> str:
+def _provenance(defn: ReleaseDefinition, inputs: dict[str, Any], extra: dict[str, Any], out: Path) -> str:
+    """provenance.json: inputs by sha256 and portable name. Whatever else a field carries (stage-ledger
+    records, review inputs) is scrubbed of this machine's paths, so a build in another folder from the same
+    inputs gives the same bytes and the release never names the curator's folders."""
     import nibabel
     import numpy
     import pyarrow
+
+    from etl.release.machine_paths import machine_roots, scrub
 
     doc = {
         "tool": {"name": "mamamia-etl", "version": __version__},
@@ -296,18 +302,22 @@ def _provenance(defn: ReleaseDefinition, inputs: dict[str, Any], extra: dict[str
             "nibabel": nibabel.__version__,
         },
         "release": {"name": defn.name, "version": defn.version, "profile": defn.profile},
-        "definition_file": {"path": str(defn.path), "sha256": sha256_file(defn.path)},
+        "definition_file": {"path": defn.path.name, "sha256": sha256_file(defn.path)},
         "definition": defn.effective(),
         "inputs": inputs,
         **extra,
     }
-    return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
+    inputs_at = [defn.table, defn.previous, defn.split_file, defn.exclusions, *defn.staged, *defn.caches]
+    roots = machine_roots(defn.path.parent, out, out.parent, *inputs_at, *(p.parent for p in inputs_at if p))
+    doc = scrub(json.loads(json.dumps(doc, default=str)), defn.path.parent, roots, defn.staged)
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
 
 
 # ------------------------------------------------------------------------------------------------ build
 
 
-def build_release(defn: ReleaseDefinition, out: str | Path, *, link: bool = False, verify: bool = True) -> BuildResult:
+def build_release(defn: ReleaseDefinition, out: str | Path, *, link: bool = False, verify: bool = True,
+                  report: bool = False) -> BuildResult:
     """Build the release ``out`` from a definition (see the module docstring for the steps)."""
     import nibabel as nib
 
@@ -424,6 +434,9 @@ def build_release(defn: ReleaseDefinition, out: str | Path, *, link: bool = Fals
             qc.write_qc(qc.carried_over(staged_qc, set(df["patient_id"].astype(str))), tmp / QC)
         elif qc_rows:
             qc.write_qc(qc.qc_frame(qc_rows), tmp / QC)
+        from etl.release.quality import write_review_files  # ratings + expert corrections (mamamia review)
+
+        review_files = write_review_files(defn, df, tmp, known)
 
         write_table(df, tmp / TABLE)
         write_table(df, tmp / XLSX)
@@ -438,31 +451,37 @@ def build_release(defn: ReleaseDefinition, out: str | Path, *, link: bool = Fals
         _text(tmp / "croissant.json", croissant.dumps(croissant.croissant(defn, df, sums)))
 
         inputs: dict[str, Any] = {
-            "table": {"path": str(defn.table), "sha256": sha256_file(defn.table)},
+            "table": {"path": defn.portable(defn.table), "sha256": sha256_file(defn.table)},
             "staged": [
-                {"path": str(root), "files": len(staged_entries.get(root, [])),
+                {"path": defn.portable(root), "files": len(staged_entries.get(root, [])),
                  "sha256_of_listing": _staged_digest(staged_entries.get(root, []))}
                 for root in defn.staged
             ],
             "imaging_json": sum(1 for c in cases.values() if c.imaging_json is not None and c.patient_id in split_of),
-            "segmentation_qc": {"path": str(staged_qc), "sha256": sha256_file(staged_qc)} if staged_qc else None,
-            "caches": [str(c) for c in defn.caches],
-            "previous": str(defn.previous) if defn.previous else None,
+            "segmentation_qc": {"path": f"{defn.portable(staged_qc.parent)}/{QC}",
+                                "sha256": sha256_file(staged_qc)} if staged_qc else None,
+            "caches": [defn.portable(c) for c in defn.caches],
+            "previous": {"path": defn.portable(defn.previous), "release": _name_of(defn.previous),
+                         "sha256_of_manifest": sha256_file(defn.previous / MANIFEST)
+                         if (defn.previous / MANIFEST).is_file() else None} if defn.previous else None,
+            "exclusions": {"path": defn.portable(defn.exclusions), "sha256": sha256_file(defn.exclusions)}
+            if defn.exclusions else None,
+            "review": review_files,
         }
         extra = {
             "cases": {"total": len(df), "by_dataset": dict(sorted(counts.items())), "left_out_without_images": dropped,
                       "excluded": excluded,
                       "staged_without_table_row": unlisted},
             "imaging_overrides_from_staged": overrides,
-            "split": {"file": {"path": str(defn.split_file), "sha256": sha256_file(defn.split_file)} if defn.split_file else None,
+            "split": {"file": {"path": defn.portable(defn.split_file), "sha256": sha256_file(defn.split_file)} if defn.split_file else None,
                       "seed": defn.split.seed, "test_fraction": defn.split.test_fraction, "folds": defn.split.folds,
                       "min_stratum": defn.split.effective_min_stratum, "merged_strata": result.merges},
             "outputs": {"images": n_images, "expert_masks": n_expert, "automatic_masks": n_auto,
                         "patient_info_merged_from_staged": n_info,
                         "segmentation_qc": "carried over from staged" if staged_qc else ("computed" if qc_rows else None)},
-            "stage_ledger": _ledger(defn.staged),
+            "stage_ledger": _ledger(defn),
         }
-        _text(tmp / "provenance.json", _provenance(defn, inputs, extra))
+        _text(tmp / "provenance.json", _provenance(defn, inputs, extra, out))
 
         diff_md = previous_log = None
         if defn.previous is not None:
@@ -476,6 +495,10 @@ def build_release(defn: ReleaseDefinition, out: str | Path, *, link: bool = Fals
             d = diff_parts(_name_of(prev), load_release_table(prev), prev_sums, defn.release_id, df, sums)
             diff_md = diff_text(d, markdown=True)
         _text(tmp / "CHANGELOG.md", _changelog(defn, df, diff_md, previous_log))
+        if report:  # report.html, the data card (etl/report), checksummed and verified with the rest
+            from etl.report.release import write_release_report
+
+            write_release_report(tmp, verified=verify)
         final = write_manifest(tmp, known)
         for rel in [*final, MANIFEST]:
             (tmp / rel).chmod(0o644)  # temp-file writes are private (0600); a release is for reading
@@ -483,7 +506,7 @@ def build_release(defn: ReleaseDefinition, out: str | Path, *, link: bool = Fals
         if verify:
             from etl.release.verify import verify_release
 
-            problems = verify_release(tmp, checksums=False)
+            problems = verify_release(tmp, checksums=False, roots=(defn.path.parent, *defn.staged))
             if problems:
                 for p in problems:
                     log.error("%s", p.describe())
@@ -506,8 +529,11 @@ def _apply_exclusions(df: pd.DataFrame, defn: ReleaseDefinition) -> tuple[pd.Dat
     return df[~df["patient_id"].isin(list(hit))].reset_index(drop=True), dict(sorted(hit.items()))
 
 
-def is_built_release(path: Path) -> bool:
-    """A directory this tool wrote as a release (safe to replace): SHA256SUMS and our provenance.json."""
+def is_replaceable_release(path: Path) -> bool:
+    """A directory ``release build`` wrote (SHA256SUMS and our provenance.json), so ``--out`` may replace it.
+
+    Stricter than ``etl.use.release.is_release``, which only asks whether a folder can be opened as a release
+    (it has the table); replacing a folder needs proof that this tool made it."""
     try:
         prov = json.loads((path / "provenance.json").read_text())
     except (OSError, ValueError):
@@ -523,7 +549,7 @@ def _check_out(out: Path, defn: ReleaseDefinition) -> None:
     recover_previous(out)  # a swap killed between its two renames: the previous release is put back first
     if out.exists() and not out.is_dir():
         raise ConfigError("--out names an existing file, not a release directory", str(out))
-    if out.is_dir() and any(out.iterdir()) and not is_built_release(out):
+    if out.is_dir() and any(out.iterdir()) and not is_replaceable_release(out):
         raise ConfigError("--out is an existing folder that is not a release (no SHA256SUMS + provenance.json "
                           "written by mamamia); refusing to replace it, choose a new --out", str(out))
     for p in defn.staged:

@@ -129,6 +129,10 @@ def croissant(defn: ReleaseDefinition, df: pd.DataFrame, sums: dict[str, str]) -
                 {"@type": "cr:FileSet", "@id": set_id, "name": set_id, "description": desc,
                  "encodingFormat": enc, "includes": glob}
             )
+    from etl.release.quality import croissant_parts  # ratings + corrections, when the release has them
+
+    review_files, review_records = croissant_parts(sums)
+    distribution += review_files
     doc: dict[str, Any] = {
         "@context": CONTEXT,
         "@type": "sc:Dataset",
@@ -149,6 +153,7 @@ def croissant(defn: ReleaseDefinition, df: pd.DataFrame, sums: dict[str, str]) -
              "field": table_fields},
             {"@type": "cr:RecordSet", "@id": "train_test_splits", "name": "train_test_splits",
              "description": "Train/test assignment per case.", "field": split_fields},
+            *review_records,
         ],
     }
     return doc

@@ -25,7 +25,8 @@ log = logging.getLogger("etl.release.definition")
 KNOWN_KEYS = frozenset({
     "name", "version", "profile", "title", "description", "homepage", "sources", "cases", "imaging_from_staged",
     "previous", "date_published", "split", "release_license", "citation", "collections", "naming", "segmentation",
-    "keywords", "creators", "publisher", "url",
+    "keywords", "creators", "publisher", "url", "anonymize_raters",
+    "rebuild",  # read by `mamamia rebuild` (etl/rebuild/spec.py validates it)
 })
 # What each collection entry must record (LICENSES.md and croissant.json are generated from it).
 COLLECTION_KEYS = ("license", "license_url", "citation")
@@ -65,19 +66,29 @@ class ReleaseDefinition:
     def orientation(self) -> dict[str, str]:
         return PROFILES[self.profile]
 
+    def portable(self, path: Path | None) -> str | None:
+        """How the release names an input: relative to this definition's folder when inside it, else by
+        name; never an absolute path of the build machine (etl/release/machine_paths.py)."""
+        from etl.release.machine_paths import portable
+
+        return None if path is None else portable(path, self.path.parent)
+
     def effective(self) -> dict[str, Any]:
-        """The definition as built: raw YAML with sources/previous replaced by the resolved paths."""
+        """The definition as built: raw YAML with sources/previous replaced by the inputs actually used
+        (command-line overrides included), each named by ``portable``."""
         out = dict(self.raw)
         out["sources"] = {
-            "staged": [str(p) for p in self.staged],
-            "table": str(self.table) if self.table else None,
-            "caches": [str(p) for p in self.caches],
-            "exclusions": str(self.exclusions) if self.exclusions else None,
+            **{k: v for k, v in dict(out.get("sources") or {}).items()
+               if k not in ("staged", "table", "caches", "exclusions")},
+            "staged": [self.portable(p) for p in self.staged],
+            "table": self.portable(self.table),
+            "caches": [self.portable(p) for p in self.caches],
+            "exclusions": self.portable(self.exclusions),
         }
-        out["previous"] = str(self.previous) if self.previous else None
+        out["previous"] = self.portable(self.previous)
         out["cases"] = self.cases
         if self.split_file:
-            out["split"] = {**dict(out.get("split") or {}), "file": str(self.split_file)}
+            out["split"] = {**dict(out.get("split") or {}), "file": self.portable(self.split_file)}
         return out
 
 

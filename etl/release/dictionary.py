@@ -17,6 +17,12 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ").strip()
 
 
+def _review_rows() -> list[str]:
+    from etl.release.quality import dictionary_rows
+
+    return dictionary_rows()
+
+
 def data_dictionary(df: pd.DataFrame, release_id: str) -> str:
     from etl.validate.schema import load_schema
 
@@ -69,6 +75,7 @@ def data_dictionary(df: pd.DataFrame, release_id: str) -> str:
         "| `segmentation_qc.parquet` | per case: automatic mask `mask_volume_mm3` and `lesion_count` (26-connected), "
         "`has_expert`, `expert_volume_mm3`, and `dice`, `hd95_mm`, `msd_mm` (mm) of the automatic mask against the "
         "expert mask when both exist |",
+        *_review_rows(),
         "| `croissant.json` | Croissant 1.0 metadata |",
         "| `provenance.json` | tool version, inputs with sha256, effective release definition, stage ledger |",
         "| `SHA256SUMS` | checksum of every other file (`sha256sum -c SHA256SUMS`) |",

@@ -88,7 +88,10 @@ def load_release_table(root: Path) -> pd.DataFrame:
 
 def diff_parts(a_name: str, a_table: pd.DataFrame, a_sums: dict[str, str],
                b_name: str, b_table: pd.DataFrame, b_sums: dict[str, str]) -> dict[str, Any]:
-    return {"a": a_name, "b": b_name, **table_diff(a_table, b_table), "files": files_diff(a_sums, b_sums)}
+    from etl.release.quality import masks_diff
+
+    return {"a": a_name, "b": b_name, **table_diff(a_table, b_table), "files": files_diff(a_sums, b_sums),
+            "masks": masks_diff(a_sums, b_sums)}
 
 
 def diff_releases(a: str | Path, b: str | Path) -> dict[str, Any]:
@@ -120,6 +123,10 @@ def diff_text(d: dict[str, Any], markdown: bool = False) -> str:
             lines.append(f"{'  ' + b}{col}: {info['changed']} (e.g. {ex})")
     else:
         lines.append(f"{b}variables changed: none")
+    if d.get("masks"):
+        from etl.release.quality import masks_diff_lines
+
+        lines += masks_diff_lines(d["masks"], b)
     f = d["files"]
     lines.append(f"{b}files: {len(f['added'])} added, {len(f['removed'])} removed, {len(f['changed'])} changed")
     for kind in ("added", "removed", "changed"):

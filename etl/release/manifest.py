@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from etl.errors import InputUnreadable
 
 MANIFEST = "SHA256SUMS"
-_CHUNK = 1 << 20
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+from etl.hashing import sha256_file  # noqa: E402,F401  (the one file hash; imported from here by older callers)
 
 
 def release_files(root: Path) -> list[str]:
@@ -76,16 +69,23 @@ def parse_manifest(text: str) -> tuple[dict[str, str], list[tuple[int, str]]]:
     return sums, bad
 
 
-def read_manifest(root: Path) -> dict[str, str]:
-    """The entries of ``root/SHA256SUMS``; a malformed line is an error (``parse_manifest`` lists them all)."""
+def load_manifest(root: Path) -> tuple[dict[str, str], list[tuple[int, str]]]:
+    """The one SHA256SUMS reader: entries and bad lines of ``root/SHA256SUMS`` (an unreadable file raises).
+
+    ``read_manifest`` refuses on the first bad line; ``release verify`` lists them all."""
     path = Path(root) / MANIFEST
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise InputUnreadable(f"cannot read checksum manifest: {getattr(exc, 'strerror', None) or exc}", str(path)) from exc
-    sums, bad = parse_manifest(text)
+    return parse_manifest(text)
+
+
+def read_manifest(root: Path) -> dict[str, str]:
+    """The entries of ``root/SHA256SUMS``; a malformed line is an error (``load_manifest`` lists them all)."""
+    sums, bad = load_manifest(root)
     if bad:
         lineno, what = bad[0]
         raise InputUnreadable(f"{what}" + (f" (and {len(bad) - 1} more bad line(s))" if len(bad) > 1 else ""),
-                              f"{path}:{lineno}")
+                              f"{Path(root) / MANIFEST}:{lineno}")
     return sums

@@ -8,7 +8,10 @@ extensions) file of the release:
 - DICOM person-name values (``FAMILY^GIVEN``), the form PatientName takes in every DICOM file;
 - DICOM header extensions inside NIfTI files (ecode 2 carries a whole DICOM header);
 - optionally, the identifying values of the source DICOM files themselves (``source_values(dicom_dir)``),
-  searched for literally (whole tokens) in every file.
+  searched for literally (whole tokens) in every file;
+- absolute paths of the build machine (its per-user and temporary folders, and the literal ``roots`` given:
+  the release's own location, the definition's and staged folders, $HOME; see etl/release/machine_paths.py),
+  which name the curator and make builds in two folders differ.
 A de-identified release needs none of these, so any hit is a problem to look at.
 """
 
@@ -20,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from etl.release.machine_paths import describe, find_machine_paths
 
 # keyword -> tag, from DICOM PS3.15 Annex E (attributes that identify a person or an exam)
 PHI_ATTRIBUTES: dict[str, str] = {
@@ -85,8 +90,9 @@ _TOKEN_SPLIT = re.compile(r"[\s,;:\"'()\[\]{}<>|=]+")
 MIN_VALUE_LENGTH = 6  # shorter source values ("1001", "F") match too much innocent text
 
 
-def text_hits(text: str, values: dict[str, str] | None = None) -> Iterator[str]:
-    """Descriptions of PHI-looking content in a string; ``values`` = known source PHI value -> attribute."""
+def text_hits(text: str, values: dict[str, str] | None = None, roots: tuple[str, ...] = ()) -> Iterator[str]:
+    """Descriptions of PHI-looking content in a string; ``values`` = known source PHI value -> attribute,
+    ``roots`` = absolute folders of the build machine searched for literally."""
     if values:
         for token in {text.strip(), *_TOKEN_SPLIT.split(text)}:
             if token in values:
@@ -102,45 +108,47 @@ def text_hits(text: str, values: dict[str, str] | None = None) -> Iterator[str]:
     m = _PERSON_NAME.search(text)
     if m:
         yield f"DICOM person-name value {m.group(0)!r}"
+    yield from describe(find_machine_paths(text, roots))
 
 
-def _walk_json(node: Any, path: str, values: dict[str, str] | None = None) -> Iterator[tuple[str, str]]:
+def _walk_json(node: Any, path: str, values: dict[str, str] | None = None,
+               roots: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
     if isinstance(node, dict):
         for k, v in node.items():
             sub = f"{path}.{k}" if path else str(k)
             attr = key_is_phi(str(k))
             if attr:
                 yield sub, f"DICOM identifying attribute {attr} as a key"
-            yield from _walk_json(v, sub, values)
+            yield from _walk_json(v, sub, values, roots)
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            yield from _walk_json(v, f"{path}[{i}]", values)
+            yield from _walk_json(v, f"{path}[{i}]", values, roots)
     elif isinstance(node, str) or (values and isinstance(node, int) and not isinstance(node, bool)):
-        for what in text_hits(str(node), values):
+        for what in text_hits(str(node), values, roots):
             yield path or "(value)", what
 
 
-def scan_json(path: Path, rel: str, values: dict[str, str] | None = None) -> list[PhiHit]:
+def scan_json(path: Path, rel: str, values: dict[str, str] | None = None, roots: tuple[str, ...] = ()) -> list[PhiHit]:
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         return [PhiHit(rel, "file", f"unreadable JSON ({exc}); cannot be checked for PHI")]
-    return [PhiHit(rel, where, what) for where, what in _walk_json(doc, "", values)]
+    return [PhiHit(rel, where, what) for where, what in _walk_json(doc, "", values, roots)]
 
 
-def scan_text(path: Path, rel: str, values: dict[str, str] | None = None) -> list[PhiHit]:
+def scan_text(path: Path, rel: str, values: dict[str, str] | None = None, roots: tuple[str, ...] = ()) -> list[PhiHit]:
     hits = []
     try:
         text = path.read_text(errors="replace")
     except OSError as exc:
         return [PhiHit(rel, "file", f"unreadable ({exc.strerror}); cannot be checked for PHI")]
     for lineno, line in enumerate(text.splitlines(), 1):
-        for what in text_hits(line, values):
+        for what in text_hits(line, values, roots):
             hits.append(PhiHit(rel, f"line {lineno}", what))
     return hits
 
 
-def scan_frame(df: Any, rel: str, values: dict[str, str] | None = None) -> list[PhiHit]:
+def scan_frame(df: Any, rel: str, values: dict[str, str] | None = None, roots: tuple[str, ...] = ()) -> list[PhiHit]:
     hits = []
     for col in df.columns:
         attr = key_is_phi(str(col))
@@ -150,7 +158,7 @@ def scan_frame(df: Any, rel: str, values: dict[str, str] | None = None) -> list[
             continue
         for i, v in enumerate(df[col].tolist()):
             if isinstance(v, str) or (values and v is not None and not isinstance(v, float)):
-                for what in text_hits(str(v), values):
+                for what in text_hits(str(v), values, roots):
                     hits.append(PhiHit(rel, f"row {i}, column {col}", what))
     return hits
 
@@ -163,9 +171,9 @@ _DATE_IN_TEXT = re.compile(r"(?<!\d)(?:19|20)\d{2}([-/.]?)(?:0[1-9]|1[0-2])\1(?:
 _LONG_NUMBER = re.compile(r"\d{6,}")
 
 
-def header_text_hits(text: str, values: dict[str, str] | None = None) -> Iterator[str]:
+def header_text_hits(text: str, values: dict[str, str] | None = None, roots: tuple[str, ...] = ()) -> Iterator[str]:
     """``text_hits`` plus dates and identifier-like numbers, for NIfTI header text fields."""
-    yield from text_hits(text, values)
+    yield from text_hits(text, values, roots)
     m = _DATE_IN_TEXT.search(text)
     if m:
         yield f"date-like value {m.group(0)!r} (NIfTI header text must carry no dates)"
@@ -173,7 +181,8 @@ def header_text_hits(text: str, values: dict[str, str] | None = None) -> Iterato
         yield f"identifier-like number {m.group(0)!r} (NIfTI header text must carry no record numbers)"
 
 
-def scan_nifti(path: Path, rel: str, header: Any = None, values: dict[str, str] | None = None) -> list[PhiHit]:
+def scan_nifti(path: Path, rel: str, header: Any = None, values: dict[str, str] | None = None,
+               roots: tuple[str, ...] = ()) -> list[PhiHit]:
     """Header text fields and extensions (``header`` if already loaded); voxel data is never read."""
     if header is None:
         import nibabel as nib
@@ -188,7 +197,7 @@ def scan_nifti(path: Path, rel: str, header: Any = None, values: dict[str, str] 
             continue
         value = header[field].item()
         text = value.decode("latin-1", "replace").rstrip("\x00") if isinstance(value, bytes) else str(value)
-        for what in header_text_hits(text, values):
+        for what in header_text_hits(text, values, roots):
             hits.append(PhiHit(rel, f"header {field}", what))
     for i, ext in enumerate(getattr(header, "extensions", []) or []):
         code = ext.get_code()
@@ -197,22 +206,22 @@ def scan_nifti(path: Path, rel: str, header: Any = None, values: dict[str, str] 
             continue
         raw = ext.get_content()
         content = raw if isinstance(raw, bytes) else str(raw).encode()
-        for what in text_hits(content.decode("latin-1", "replace"), values):
+        for what in text_hits(content.decode("latin-1", "replace"), values, roots):
             hits.append(PhiHit(rel, f"extension {i} (ecode {code})", what))
     return hits
 
 
-def scan_file(path: Path, rel: str, values: dict[str, str] | None = None) -> list[PhiHit]:
+def scan_file(path: Path, rel: str, values: dict[str, str] | None = None, roots: tuple[str, ...] = ()) -> list[PhiHit]:
     name = path.name.lower()
     if name.endswith(".json"):
-        return scan_json(path, rel, values)
+        return scan_json(path, rel, values, roots)
     if name.endswith((".nii", ".nii.gz")):
-        return scan_nifti(path, rel, values=values)
+        return scan_nifti(path, rel, values=values, roots=roots)
     if name.endswith(".parquet"):
         import pandas as pd
 
         try:
-            return scan_frame(pd.read_parquet(path), rel, values)
+            return scan_frame(pd.read_parquet(path), rel, values, roots)
         except (OSError, ValueError) as exc:
             return [PhiHit(rel, "file", f"unreadable Parquet ({exc}); cannot be checked for PHI")]
     if name.endswith(".xlsx"):
@@ -222,14 +231,15 @@ def scan_file(path: Path, rel: str, values: dict[str, str] | None = None) -> lis
             sheets = pd.read_excel(path, sheet_name=None)
         except (OSError, ValueError) as exc:
             return [PhiHit(rel, "file", f"unreadable xlsx ({exc}); cannot be checked for PHI")]
-        hits = [h for sheet, df in sheets.items() for h in scan_frame(df, f"{rel}[{sheet}]", values)]
-        return hits + scan_xlsx_properties(path, rel, values)
+        hits = [h for sheet, df in sheets.items() for h in scan_frame(df, f"{rel}[{sheet}]", values, roots)]
+        return hits + scan_xlsx_properties(path, rel, values, roots)
     if name.endswith(TEXT_SUFFIXES) or name in ("sha256sums", "licenses", "changelog"):
-        return scan_text(path, rel, values)
+        return scan_text(path, rel, values, roots)
     return []
 
 
-def scan_xlsx_properties(path: Path, rel: str, values: dict[str, str] | None = None) -> list[PhiHit]:
+def scan_xlsx_properties(path: Path, rel: str, values: dict[str, str] | None = None,
+                         roots: tuple[str, ...] = ()) -> list[PhiHit]:
     """Document properties of an xlsx (creator, last modified by, title, custom properties)."""
     import zipfile
 
@@ -239,7 +249,7 @@ def scan_xlsx_properties(path: Path, rel: str, values: dict[str, str] | None = N
             for name in sorted(n for n in zf.namelist() if n.startswith("docProps/") and n.endswith(".xml")):
                 xml = zf.read(name).decode("utf-8", "replace")
                 for m in re.finditer(r"<([\w:]+)[^>]*>([^<]+)</\1>", xml):
-                    for what in text_hits(m.group(2), values):
+                    for what in text_hits(m.group(2), values, roots):
                         hits.append(PhiHit(rel, f"{name} {m.group(1)}", what))
     except (OSError, zipfile.BadZipFile) as exc:
         hits.append(PhiHit(rel, "file", f"unreadable xlsx ({exc}); cannot be checked for PHI"))

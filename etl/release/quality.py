@@ -124,7 +124,7 @@ def write_review_files(defn: Any, df: pd.DataFrame, tmp: Path, known: dict[str, 
     """Write the ratings and corrections of the released cases into the release being built (``tmp``);
     returns what provenance records about them (input files and their sha256, row counts)."""
     from etl.layout import Layout
-    from etl.release.manifest import sha256_file
+    from etl.hashing import sha256_file
 
     target = Layout.from_definition(tmp, defn.path)
     ids = set(df["patient_id"].astype(str))
@@ -210,7 +210,7 @@ def croissant_parts(sums: dict[str, str]) -> tuple[list[dict[str, Any]], list[di
 
 def check_review_files(root: Path, layout: Any, df: pd.DataFrame) -> list[Any]:
     """Ratings and corrections name table cases, use the four scores, and describe the released masks."""
-    from etl.release.manifest import sha256_file
+    from etl.hashing import sha256_file
     from etl.release.verify import Problem
 
     out: list[Problem] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,9 @@ XLSX = "clinical_and_imaging_info.xlsx"
 SPLITS = "train_test_splits.csv"
 REQUIRED_FILES = (TABLE, XLSX, SPLITS, "data_dictionary.md", "croissant.json", "provenance.json",
                   "LICENSES.md", "CHANGELOG.md", MANIFEST)
-OPTIONAL_FILES = ("segmentation_qc.parquet", "splits_final.json")
+OPTIONAL_FILES = ("segmentation_qc.parquet", "splits_final.json", "segmentation_quality.csv",
+                  "report.html")  # report.html: `release build --report` (etl/report)
+OPTIONAL_NESTED = ("segmentations/corrections.parquet",)  # review outputs (etl/release/quality.py)
 CASE_DIRS = ("images", "segmentations", "patient_info_files")
 MAX_LISTED = 50  # per check; the rest is summarised in one line
 
@@ -73,13 +76,12 @@ def _cap(problems: list[Problem], check: str) -> list[Problem]:
 
 def check_checksums(root: Path) -> list[Problem]:
     from etl.progress import track
-    from etl.release.manifest import parse_manifest
+    from etl.release.manifest import load_manifest
 
     try:
-        text = (root / MANIFEST).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        return [Problem("checksum", MANIFEST, f"cannot read checksum manifest: {getattr(exc, 'strerror', None) or exc}")]
-    sums, bad = parse_manifest(text)
+        sums, bad = load_manifest(root)
+    except EtlError as exc:
+        return [Problem("checksum", MANIFEST, exc.what)]
     out = [Problem("checksum", f"{MANIFEST} line {lineno}", what) for lineno, what in bad]
 
     present = set(release_files(root))
@@ -209,7 +211,7 @@ def check_files(root: Path, layout: Layout, df: pd.DataFrame) -> list[Problem]:
             if rel not in REQUIRED_FILES and rel not in OPTIONAL_FILES:
                 out.append(Problem("files", rel, "unexpected file in the release root"))
         elif top in CASE_DIRS:
-            if rel not in expected:
+            if rel not in expected and rel not in OPTIONAL_NESTED:
                 out.append(Problem("files", rel, "file belongs to no table row (or breaks the naming templates)"))
         else:
             out.append(Problem("files", rel, "unexpected file outside the release layout"))
@@ -220,7 +222,7 @@ def check_files(root: Path, layout: Layout, df: pd.DataFrame) -> list[Problem]:
 
 
 def check_niftis(root: Path, layout: Layout, df: pd.DataFrame, profile: str, phi: bool,
-                 phi_values: dict[str, str] | None = None) -> list[Problem]:
+                 phi_values: dict[str, str] | None = None, roots: tuple[str, ...] = ()) -> list[Problem]:
     """Orientation (and PHI in header fields) of every image and mask; reads headers only."""
     import nibabel as nib
     import numpy as np
@@ -255,7 +257,7 @@ def check_niftis(root: Path, layout: Layout, df: pd.DataFrame, profile: str, phi
             elif ref is not None and (img.shape[:3] != ref[0] or not np.allclose(img.affine, ref[1], atol=1e-3)):
                 out.append(Problem("nifti", rel, f"grid {img.shape[:3]} differs from phase 0 {ref[0]} (shape or affine)"))
             if phi:
-                out.extend(Problem("phi", f"{h.file} {h.where}", h.what) for h in scan_nifti(path, rel, hdr, phi_values))
+                out.extend(Problem("phi", f"{h.file} {h.where}", h.what) for h in scan_nifti(path, rel, hdr, phi_values, roots))
     return out
 
 
@@ -333,7 +335,7 @@ def check_metadata(root: Path, df: pd.DataFrame | None) -> list[Problem]:
     return out
 
 
-def check_phi(root: Path, phi_values: dict[str, str] | None = None) -> list[Problem]:
+def check_phi(root: Path, phi_values: dict[str, str] | None = None, roots: tuple[str, ...] = ()) -> list[Problem]:
     """Every non-NIfTI file (NIfTI headers are scanned with the orientation check)."""
     from etl.release.phi import scan_file
 
@@ -341,16 +343,28 @@ def check_phi(root: Path, phi_values: dict[str, str] | None = None) -> list[Prob
     for rel in release_files(root):
         if rel.endswith((".nii", ".nii.gz")):
             continue
-        out.extend(Problem("phi", f"{h.file} {h.where}", h.what) for h in scan_file(root / rel, rel, phi_values))
+        out.extend(Problem("phi", f"{h.file} {h.where}", h.what) for h in scan_file(root / rel, rel, phi_values, roots))
     return out
 
 
+def release_roots(root: Path, extra: list[Path] | tuple[Path, ...] = ()) -> tuple[str, ...]:
+    """Folders of this machine a release must not name: its own location (also without the build's
+    ``.partial`` suffix), the folder holding it, $HOME and ``extra`` (the build adds its definition's folder
+    and the staged folders)."""
+    from etl.release.machine_paths import machine_roots
+
+    here = Path(os.path.abspath(root))
+    final = here.with_name(here.name.removesuffix(".partial"))
+    return machine_roots(here, final, here.parent, *extra)
+
+
 def verify_release(path: str | Path, *, checksums: bool = True, phi: bool = True,
-                   phi_values: dict[str, str] | None = None) -> list[Problem]:
+                   phi_values: dict[str, str] | None = None, roots: tuple[Path, ...] = ()) -> list[Problem]:
     """All problems of a release directory; an empty list means it verifies.
 
     ``phi_values`` (value -> DICOM attribute, e.g. from ``etl.release.phi.source_values(dicom_dir)``) adds a
-    literal search for the source's own identifying values.
+    literal search for the source's own identifying values; ``roots`` adds folders of the build machine to
+    the path search (see ``release_roots``).
     """
     root = Path(path)
     if not root.is_dir():
@@ -363,6 +377,7 @@ def verify_release(path: str | Path, *, checksums: bool = True, phi: bool = True
     if profile not in PROFILES:
         problems.append(Problem("orientation", "provenance.json", f"unknown orientation profile {profile!r}"))
     layout = _layout(root, definition)
+    machine = release_roots(root, roots) if phi else ()
     if checksums:
         problems += check_checksums(root)
     df, table_problems = check_table(root)
@@ -370,10 +385,13 @@ def verify_release(path: str | Path, *, checksums: bool = True, phi: bool = True
     if df is not None:
         problems += check_splits(root, df)
         problems += check_files(root, layout, df)
-        problems += check_niftis(root, layout, df, profile, phi, phi_values)
+        from etl.release.quality import check_review_files
+
+        problems += check_review_files(root, layout, df)
+        problems += check_niftis(root, layout, df, profile, phi, phi_values, machine)
     problems += check_metadata(root, df)
     if phi:
-        problems += check_phi(root, phi_values)
+        problems += check_phi(root, phi_values, machine)
     for check in sorted({p.check for p in problems}):
         problems = _cap(problems, check)
     return problems

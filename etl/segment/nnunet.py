@@ -201,6 +201,30 @@ def resolve_model(model: str | Path | None, folds: Sequence[int] | None = None,
     return ModelFolder(trainer, use)
 
 
+def model_files(model: ModelFolder, checkpoint: str = "checkpoint_final.pth") -> list[str]:
+    """What decides a model's predictions, relative to its trainer folder: plans, dataset and the
+    checkpoint of every fold used."""
+    return ["dataset.json", "plans.json", *(f"fold_{k}/{checkpoint}" for k in sorted(model.folds))]
+
+
+def model_digest(model: ModelFolder, checkpoint: str = "checkpoint_final.pth") -> str:
+    """sha256 over ``model_files`` (each file's sha256 and relative name): the model's identity, whatever
+    path it was given by (relative or absolute, copied or moved), so a resume recognises its own masks."""
+    import hashlib
+
+    from etl.hashing import sha256_file
+
+    h = hashlib.sha256()
+    for rel in model_files(model, checkpoint):
+        path = model.path / rel
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            raise SegmentError(f"cannot read model file: {exc.strerror or exc}", str(path)) from exc
+        h.update(f"{digest}  {rel}\n".encode())
+    return h.hexdigest()
+
+
 def select_device(requested: str = "auto") -> Any:
     """torch.device: CUDA when present (or asked for), else CPU with a warning about the time it takes."""
     import torch
@@ -316,6 +340,6 @@ def predict_case(predictor: Predictor, case: Case, config: SegmentationConfig, w
 
 __all__ = [
     "INSTALL_HINT", "TINY_MODEL", "TRAINER_DIR", "ModelFolder", "Predictor", "configure_environment",
-    "dataset_json", "export_case", "export_raw", "input_channel", "nnunet_available",
+    "dataset_json", "export_case", "export_raw", "input_channel", "model_digest", "model_files", "nnunet_available",
     "predict_case", "require_nnunet", "resolve_model", "select_device",
 ]

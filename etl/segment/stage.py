@@ -1,15 +1,20 @@
 """The segmentation stage: preliminary masks for every staged case, then the QC table.
 
 Per case, the mask is written atomically to ``segmentations/automatic/{patient_id}.nii.gz`` on the grid of
-the input phase; a case whose mask exists is skipped, so a killed run resumes where it stopped. Which method
-(and model, folds) made each mask is recorded in ``segmentation_methods.json`` at the staged root: a rerun
-with another method redoes the masks the earlier method made instead of silently keeping them. The QC
+the input phase; a case whose mask exists is skipped, so a killed run resumes where it stopped. The QC
 table is recomputed from all masks present at the end (it is cheap), so it always matches the files.
+
+Mask bookkeeping (``segmentation_methods.json`` at the staged root, patient_id -> entry, see
+``etl/segment/bookkeeping.py``): which method made each automatic mask, the model by the sha256 of its
+files (never by the path it was given, so a resume through another spelling of the path redoes nothing),
+and the sha256 of the mask written. Before any work starts every case to do gets a ``pending`` entry, so a
+killed run leaves no mask of unknown origin. A rerun with another method or model redoes the masks the
+earlier one made; a mask whose bytes no longer match its record was edited by a curator and is kept
+(reported), as is a mask nobody recorded (put there by hand).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -23,6 +28,7 @@ from etl.atomic import atomic_path
 from etl.errors import ConfigError, EtlError, SegmentError
 from etl.layout import Layout
 from etl.progress import track
+from etl.segment import bookkeeping as book
 from etl.segment.config import SegmentationConfig, load_config
 from etl.segment.io import (Case, grid_difference, load, read_array, read_phases, reference_phase, same_grid,
                             scan_cases, spacing_of, write_nifti)
@@ -30,7 +36,7 @@ from etl.segment.io import (Case, grid_difference, load, read_array, read_phases
 log = logging.getLogger("etl.segment")
 
 QC_FILE = "segmentation_qc.parquet"
-METHODS_FILE = "segmentation_methods.json"  # patient_id -> what made its automatic mask
+METHODS_FILE = book.METHODS_FILE  # patient_id -> what made its automatic mask (etl/segment/bookkeeping.py)
 QC_COLUMNS = {
     "patient_id": "string",
     "mask_volume_mm3": "Float64",
@@ -55,20 +61,11 @@ class RunResult:
     model: str | None = None
     folds: tuple[int, ...] = ()
     redone: list[str] = field(default_factory=list)  # masks an earlier, different method had made
+    kept: list[tuple[str, str]] = field(default_factory=list)  # (patient_id, why) masks never overwritten
+    model_sha256: str | None = None
 
 
-def read_methods(root: Path) -> dict[str, dict[str, object]]:
-    """The mask-origin record of a staged directory (empty when there is none or it is unreadable)."""
-    try:
-        data = json.loads((root / METHODS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_methods(root: Path, record: dict[str, dict[str, object]]) -> None:
-    with atomic_path(root / METHODS_FILE) as tmp:
-        tmp.write_text(json.dumps(dict(sorted(record.items())), indent=1, sort_keys=True) + "\n")
+read_methods = book.read_methods
 
 
 def _reference(case: Case, config: SegmentationConfig) -> Path:
@@ -134,34 +131,54 @@ def run_segmentation(
 
         require_nnunet()
         mf = resolve_model(model or config.model, folds if folds is not None else config.folds)
-    signature: dict[str, object] = {"method": method}
-    if mf is not None:
-        signature.update(model=str(mf.path), folds=list(mf.folds))
-    record = read_methods(layout.root)
     result = RunResult(method=method, device="cpu")
     if mf is not None:
-        result.model, result.folds = str(mf.path), mf.folds
+        from etl.segment.nnunet import model_digest
+
+        result.model, result.folds, result.model_sha256 = str(mf.path), mf.folds, model_digest(mf)
+    signature = book.signature(method, mf.path.name if mf else None, result.model_sha256, mf.folds if mf else None)
+    record = read_methods(layout.root)
     todo = []
+    by_id = {c.patient_id: c for c in cases}
     for c in cases:
-        made_by = record.get(c.patient_id)
-        if not c.automatic.exists():
+        plan = book.decide(c.automatic, record.get(c.patient_id), signature, mf.path if mf else None)
+        if plan.entry is not None:
+            record[c.patient_id] = plan.entry  # a killed run's pending entry settled, an edit noted
+        if plan.action == "make":
             todo.append(c)
-        elif made_by is not None and made_by != signature:  # an earlier run used another method or model
-            log.warning("%s: mask made by %s; redoing it with %s", c.patient_id, _describe(made_by), _describe(signature))
+        elif plan.action == "redo":
+            log.warning("%s: mask made by %s; redoing it with %s", c.patient_id, book.describe(record[c.patient_id]),
+                        book.describe(signature))
             result.redone.append(c.patient_id)
             todo.append(c)
-        else:  # ours, or of unknown origin (a mask put there by hand is never overwritten)
+        else:  # ours, or kept: of unknown origin, edited by a curator, or unverifiable (never overwritten)
             result.skipped.append(c.patient_id)
+            if plan.why:
+                log.warning("%s: %s", c.patient_id, plan.why)
+                result.kept.append((c.patient_id, plan.why))
     for pid, exc in unusable:  # e.g. a missing phase: recorded, the other cases go on
         log.error("%s: %s", pid, exc.message)
         result.failed.append((pid, exc.message))
     if result.skipped:
         log.info("%d of %d cases already have a mask; resuming with %d", len(result.skipped), len(cases), len(todo))
+    before = {c.patient_id: record.get(c.patient_id) for c in todo}
+    for c in todo:  # written before any work: a killed run leaves no mask of unknown origin
+        record[c.patient_id] = book.pending(signature, before[c.patient_id])
+    book.write_methods(layout.root, record)
 
     def made(pid: str) -> None:
         result.written.append(pid)
-        record[pid] = signature
-        _write_methods(layout.root, record)
+        record[pid] = book.done(signature, by_id[pid].automatic)
+        book.write_methods(layout.root, record)
+
+    def unmade(pid: str) -> None:
+        """A failed case: its record goes back to what it was (the earlier mask, if any, is still there)."""
+        earlier = before.get(pid)
+        if earlier is None:
+            record.pop(pid, None)
+        else:
+            record[pid] = earlier
+        book.write_methods(layout.root, record)
 
     if mf is not None:
         if todo:
@@ -177,6 +194,7 @@ def run_segmentation(
                     except EtlError as exc:  # one bad case does not stop the corpus
                         log.error("%s: %s", case.patient_id, exc.message)
                         result.failed.append((case.patient_id, exc.message))
+                        unmade(case.patient_id)
                         continue
                     made(case.patient_id)
             finally:
@@ -195,6 +213,7 @@ def run_segmentation(
                 if out.traceback:
                     log.debug("%s", out.traceback)
                 result.failed.append((pid, why))
+                unmade(pid)
         result.written.sort()
 
     result.qc, qc_failed = quality_table(cases, config)
@@ -203,12 +222,6 @@ def run_segmentation(
     result.failed.extend(qc_failed)
     result.qc_path = write_qc(result.qc, layout.root / QC_FILE)
     return result
-
-
-def _describe(signature: dict[str, object]) -> str:
-    if signature.get("method") != "nnunet":
-        return str(signature.get("method"))
-    return f"nnunet ({Path(str(signature.get('model'))).name}, folds {signature.get('folds')})"
 
 
 def case_quality(case: Case, config: SegmentationConfig) -> tuple[dict[str, object], str | None]:

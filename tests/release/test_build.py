@@ -80,7 +80,9 @@ def test_layout_and_contents(release_dir: Path, staged) -> None:
     prov = json.loads((release_dir / "provenance.json").read_text())
     assert prov["inputs"]["table"]["sha256"] == __import__("hashlib").sha256(staged.table.read_bytes()).hexdigest()
     assert prov["outputs"]["images"] == int(df["num_phases"].sum())
-    assert prov["definition"]["sources"]["staged"] == [str(staged.root)]  # relative path resolved
+    # inputs by name (outside the definition's folder) and sha256, never by an absolute path of this machine
+    assert prov["definition"]["sources"]["staged"] == ["staged"]
+    assert prov["inputs"]["table"]["path"] == "table.parquet" and prov["definition_file"]["path"] == "test.yaml"
     assert "date" not in json.dumps(prov["tool"]).lower()
 
 
@@ -211,7 +213,7 @@ def test_fixed_split_file_is_reproduced(staged, tmp_path: Path) -> None:
     build_release(load_definition(d), out)
     assert (out / "train_test_splits.csv").read_text() == (tmp_path / "official.csv").read_text()
     prov = json.loads((out / "provenance.json").read_text())
-    assert prov["split"]["file"]["path"] == str(tmp_path / "official.csv")
+    assert prov["split"]["file"]["path"] == "official.csv"  # relative to the definition, which sits beside it
     # a split file that misses a case is refused
     (tmp_path / "official.csv").write_text("\n".join(rows[:-1]) + "\n")
     from etl.errors import ValidationFailed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -184,6 +185,14 @@ def test_killed_run_resumes(phantom_staged: Path, tmp_path: Path) -> None:
     assert 3 <= done_after_kill < 12
     for p in auto.glob("*.nii.gz"):  # every mask present is whole
         nib.load(str(p)).get_fdata()
+    # and of known origin: every case the run set out to do had its entry before any mask was written
+    from etl.segment.bookkeeping import read_methods
+
+    record = read_methods(root)
+    assert empty_pid not in record and len(record) == 11
+    assert {p.name for p in auto.glob("*.nii.gz")} - {layout.automatic_mask(empty_pid).name} <= \
+        {layout.automatic_mask(pid).name for pid in record}
+    assert {e["status"] for e in record.values()} <= {"pending", "done"} and "pending" in {e["status"] for e in record.values()}
 
     out = subprocess.run([str(MAMAMIA), "segment", str(root)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -192,6 +201,10 @@ def test_killed_run_resumes(phantom_staged: Path, tmp_path: Path) -> None:
     assert len(list(auto.glob("*.nii.gz"))) == 12 and not list(auto.glob(".*"))
     assert not list(root.glob(".segment-work-*"))  # the killed run's work folder is cleared too
     assert layout.automatic_mask(empty_pid).read_bytes() == before
+    record = read_methods(root)
+    assert empty_pid not in record and {e["status"] for e in record.values()} == {"done"}
+    assert all(e["mask_sha256"] == hashlib.sha256(layout.automatic_mask(pid).read_bytes()).hexdigest()
+               for pid, e in record.items())
     qc = pd.read_parquet(root / "segmentation_qc.parquet").set_index("patient_id")
     assert len(qc) == 12
     row = qc.loc[empty_pid]
