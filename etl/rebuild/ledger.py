@@ -29,12 +29,7 @@ def _skipped(name: str) -> bool:
     return name.startswith(".") or name.endswith(_SKIP_SUFFIXES)
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from etl.hashing import sha256_file  # noqa: E402
 
 
 def fingerprint(path: str | os.PathLike[str], kind: str, ignore: tuple[str, ...] = ()) -> dict[str, Any] | None:

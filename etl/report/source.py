@@ -70,7 +70,7 @@ def load_source(path: str | Path, table: str | Path | None = None) -> ReportSour
 
 
 def _sha256(path: Path) -> str:
-    from etl.release.manifest import sha256_file
+    from etl.hashing import sha256_file
 
     return sha256_file(path)
 

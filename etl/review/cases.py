@@ -19,7 +19,7 @@ from typing import Any
 
 from etl.errors import InputUnreadable
 from etl.layout import Layout
-from etl.release.manifest import sha256_file  # noqa: F401  (re-exported: one hashing helper)
+from etl.hashing import sha256_file
 
 PRE_PHASE = 0
 POST_PHASE = 1  # the first post-contrast phase: what MAMA-MIA's raters looked at

@@ -237,7 +237,7 @@ def import_package(package: str | Path, layout: Layout, expert: str, *, replace:
                    db: Path | None = None, now: dt.datetime | None = None) -> ImportResult:
     """Import every corrected mask of an expert's package into the staged directory of ``layout``."""
     from etl.progress import track
-    from etl.release.manifest import sha256_file
+    from etl.hashing import sha256_file
     from etl.review.packages import ASSIGNMENTS, read_assignments, read_manifest
     from etl.segment.io import load, nifti_bytes, read_array, spacing_of
 

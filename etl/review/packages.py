@@ -71,7 +71,7 @@ def candidates(root: str | Path, include_corrected: bool = False, definition: st
 
 
 def _sha256(path: Path) -> str:
-    from etl.release.manifest import sha256_file
+    from etl.hashing import sha256_file
 
     return sha256_file(path)
 

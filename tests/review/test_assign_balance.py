@@ -120,7 +120,7 @@ def test_packages_are_complete_blinded_and_deterministic(cli, tmp_path: Path) ->
         for r in rows:
             pid = r["patient_id"]
             for col in ("image_0000", "image_0001", "mask"):
-                from etl.release.manifest import sha256_file
+                from etl.hashing import sha256_file
 
                 assert sha256_file(folder / r[col]) == r[f"{col}_sha256"]
             assert (folder / f"{pid}_0001.nii.gz").read_bytes() == (st.root / "images" / pid / f"{pid.lower()}_0001.nii.gz").read_bytes()

@@ -71,7 +71,7 @@ def test_exact_added_removed_volume_and_dice(cli, assigned) -> None:  # type: ig
     assert row["dice"] == pytest.approx(2 * inter / (auto.sum() + expert.sum()), rel=1e-12)
     # HD95 in mm: the far voxel (0, 0, 0) is at least 3 voxels (2.4 mm) from the lesion along x alone
     assert row["hd95_mm"] > 0 and row["msd_mm"] > 0
-    from etl.release.manifest import sha256_file
+    from etl.hashing import sha256_file
 
     assert row["expert_sha256"] == sha256_file(st.root / "segmentations" / "expert" / f"{pid.lower()}.nii.gz")
     assert row["automatic_sha256"] == sha256_file(st.root / "segmentations" / "automatic" / f"{pid.lower()}.nii.gz")
@@ -224,7 +224,7 @@ def test_release_built_after_import_verifies(cli, assigned, tmp_path: Path) -> N
     import json
     import shutil
 
-    from etl.release.manifest import sha256_file
+    from etl.hashing import sha256_file
     from etl.review.store import add_rating, export_ratings, open_store
 
     st, out, who = assigned
