@@ -79,6 +79,8 @@ def export(
     series_only: bool = typer.Option(False, "--series-only", help="With --manifest: only each case's tcia_series_uid."),
     exclusions: Optional[Path] = typer.Option(None, "--exclusions", help="Extra exclusions CSV (patient_id, reason)."),
     link: bool = typer.Option(False, "--link", help="Hard-link files instead of copying (same filesystem; treat read-only)."),
+    keep_existing: bool = typer.Option(False, "--keep-existing", help="With --synapse: never replace a file already in "
+                                       "OUT whose bytes differ (e.g. expert masks imported since); list them."),
 ) -> None:
     """Materialize cached downloads as plain folders; exit 1 if a manifest case has nothing cached."""
     from etl.errors import UsageError
@@ -92,8 +94,11 @@ def export(
                    f"{len(res.excluded)} excluded")  # fmt: skip
     else:
         root = None if synapse_root == "all" else synapse_root
-        res = export_synapse(cache, out, root_id=root, include=list(include), link=link)
-        typer.echo(f"exported {res.files} file(s), {res.bytes / 1e6:.1f} MB to {out}")
+        res = export_synapse(cache, out, root_id=root, include=list(include), link=link, keep_existing=keep_existing)
+        typer.echo(f"exported {res.files} file(s), {res.bytes / 1e6:.1f} MB to {out}; {res.unchanged} already there")
+        if res.kept:
+            typer.echo(f"kept {len(res.kept)} existing file(s) that differ from the download (--keep-existing): "
+                       f"{', '.join(res.kept[:5])}{' ...' if len(res.kept) > 5 else ''}", err=True)
     if not res.ok:
         typer.echo(f"error: {len(res.missing)} item(s) not in the cache:", err=True)
         for what, why in res.missing.items():

@@ -33,10 +33,15 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"split: {len(table) - n_test} train / {n_test} test; masks: {masks['expert']} expert, "
                    f"{masks['automatic']} automatic ({result.segmentation}); release verifies")
         typer.echo(f"total {total:.1f} s; every stage's output: {result.out / 'demo.log'}")
+        if (release / "report.html").is_file():
+            typer.echo(f"report: {release / 'report.html'}   (the data card: open it in a browser)")
         typer.echo("next:")
         typer.echo(f"  mamamia summary {release}                      # every variable")
         typer.echo(f"  mamamia query {release} --where \"pcr == 1\"     # cases with image and mask paths")
+        typer.echo(f"  mamamia review serve {release} --db {result.out / 'review.sqlite'} --rater YOUR_NAME"
+                   "   # rate the automatic masks in the browser")
         typer.echo(f"  python -c \"from etl import open_release; print(open_release('{release}').cases('her2 == 1'))\"")
+        typer.echo(f"  mamamia export nnunet {release} --dataset-id 1 --out nnUNet_raw   # train nnU-Net on it")
         typer.echo(f"release: {release}")
 
 

@@ -31,6 +31,8 @@ def register(app: typer.Typer) -> None:
         link: bool = typer.Option(False, "--link", help="Hard-link NIfTIs from the staged directory instead of "
                                   "copying (same bytes, no extra disk; falls back to copying across file systems)."),
         no_verify: bool = typer.Option(False, "--no-verify", help="Skip verifying the built release before the rename."),
+        report: bool = typer.Option(False, "--report", help="Also write report.html, the self-contained data card "
+                                    "(`mamamia report`), listed in SHA256SUMS."),
     ) -> None:
         """Build a release directory: tables, images, masks, splits, data card, provenance, SHA256SUMS."""
         import time
@@ -39,9 +41,13 @@ def register(app: typer.Typer) -> None:
         from etl.release.definition import load_definition
 
         start = time.monotonic()
+        if not definition.is_file():  # unreadable input: exit 2, like every command
+            from etl.errors import InputUnreadable
+
+            raise InputUnreadable("release definition not found", str(definition))
         defn = load_definition(definition, staged=staged or None, table=table, previous=previous,
                                cases="staged" if only_staged else None, split_file=split_file)
-        res = build_release(defn, out, link=link, verify=not no_verify)
+        res = build_release(defn, out, link=link, verify=not no_verify, report=report)
         typer.echo(
             f"built {defn.release_id}: {res.cases} cases, {res.images} images, {res.expert_masks} expert and "
             f"{res.automatic_masks} automatic masks, {res.files} files, {res.size_bytes / 1e6:.1f} MB "
@@ -52,6 +58,8 @@ def register(app: typer.Typer) -> None:
         if res.imaging_overrides:
             typer.echo("imaging values taken from staged JSON: "
                        + ", ".join(f"{k} {v}" for k, v in res.imaging_overrides.items()))
+        if report:
+            typer.echo(f"report: {res.path / 'report.html'}")
         typer.echo(str(res.path))
 
     @sub.command("verify")
@@ -79,6 +87,11 @@ def register(app: typer.Typer) -> None:
             from etl.release.phi import source_values
 
             values.update(source_values(folder))
+        if not release.is_dir():  # unreadable input (exit 2); a damaged release is a finding (exit 1)
+            from etl.errors import InputUnreadable
+
+            raise InputUnreadable("release directory not found" if not release.exists() else "not a directory",
+                                  str(release))
         problems = verify_release(release, checksums=not no_checksums, phi=not no_phi, phi_values=values or None)
         if fmt == "json":
             typer.echo(problems_json(problems), nl=False)

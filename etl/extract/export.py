@@ -31,6 +31,8 @@ class ExportResult:
     cases: dict[str, int] = field(default_factory=dict)  # patient_id (or relpath) -> files written
     missing: dict[str, str] = field(default_factory=dict)  # patient_id -> why nothing was exported
     excluded: dict[str, str] = field(default_factory=dict)
+    kept: list[str] = field(default_factory=list)  # --keep-existing: files left as they are (they differ)
+    unchanged: int = 0  # files already there with the cached bytes
     files: int = 0
     bytes: int = 0
 
@@ -97,8 +99,13 @@ def export_synapse(
     root_id: str | None = None,
     include: list[str] | None = None,
     link: bool = False,
+    keep_existing: bool = False,
 ) -> ExportResult:
-    """Write the cached Synapse files under ``out`` at their relative paths in the project tree."""
+    """Write the cached Synapse files under ``out`` at their relative paths in the project tree.
+
+    A file already there with the cached bytes is left alone. With ``keep_existing`` a file there with OTHER
+    bytes is kept too (and listed in ``kept``): staging the published expert masks into a staged directory must
+    never replace a mask a curator imported since (`review import`), even when a rebuild reruns the export."""
     cache = Cache(cache_dir, create=False, readonly=True)
     res = ExportResult(Path(out))
     recs = cache.synapse_files(root_id)
@@ -116,6 +123,16 @@ def export_synapse(
         if not cache.has_object(r.sha256):  # type: ignore[attr-defined]
             res.missing[rel] = "object missing from the cache (run `mamamia cache verify`)"
             continue
+        target = res.out / safe
+        if target.is_file():
+            from etl.hashing import sha256_file
+
+            if sha256_file(target) == r.sha256:  # type: ignore[attr-defined]
+                res.unchanged += 1
+                continue
+            if keep_existing:
+                res.kept.append(rel)
+                continue
         with atomic_path(res.out / safe) as tmp:
             tmp.unlink()
             _place(cache, r.sha256, tmp, link)  # type: ignore[attr-defined]

@@ -121,7 +121,7 @@ def test_ctrl_c_in_demo_exits_130_with_one_line(tmp_path: Path) -> None:
     deadline = time.monotonic() + 120
     for line in proc.stderr:  # wait until a stage that runs through the nested command line has started
         seen.append(line)
-        if line.startswith("[demo] extract tcia") or time.monotonic() > deadline:
+        if line.startswith("[demo] extract-tcia: extract") or time.monotonic() > deadline:
             break
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGINT)

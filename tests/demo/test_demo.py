@@ -26,12 +26,16 @@ def test_demo_exits_zero_and_prints_the_release(demo_run):
     last = proc.stdout.strip().splitlines()[-1]
     assert last == f"release: {out.resolve() / 'release'}"
     assert "9 cases (DUKE 3, ISPY1 2, ISPY2 2, NACT 2)" in proc.stdout
-    stages = [ln for ln in proc.stderr.splitlines() if ln.startswith("[demo]") and ln.endswith(" s")]
-    assert len(stages) == 11, stages  # one line per stage, each with its time
-    names = " ".join(stages)
-    for stage in ("extract tcia", "extract synapse", "convert", "clinical build", "split", "segment",
-                  "release build", "release verify"):
-        assert f"] {stage}" in names, stage
+    done = [ln for ln in proc.stderr.splitlines() if ln.startswith("[demo]") and ": done in " in ln]
+    names = [ln.split("] ", 1)[1].split(":", 1)[0] for ln in done]
+    # the demo is `mamamia rebuild` (every stage of the definition, one line each with its time) + the review loop
+    for stage in ("extract-tcia", "extract-synapse", "cache-export", "expert-masks", "convert", "clinical", "split",
+                  "segment", "release", "verify", "review prepare (views for the rating app)"):
+        assert stage in names, (stage, names)
+    assert any(ln.startswith("[demo] review: 2 raters") for ln in done)
+    # the second rebuild pass skips what the review loop did not change, and reruns what it did
+    skipped = {ln.split("] ", 1)[1].split(":", 1)[0] for ln in proc.stderr.splitlines() if ln.endswith("up to date, skipped")}
+    assert {"extract-tcia", "extract-synapse", "cache-export", "convert", "clinical", "split"} <= skipped, skipped
     assert "split: 7 train / 2 test" in proc.stdout and "release verifies" in proc.stdout
 
 
@@ -89,9 +93,9 @@ def test_demo_falls_back_to_ftv_without_nnunet(tmp_path):
     out = tmp_path / "demo-ftv"
     proc = subprocess.run([sys.executable, "-c", _BLOCK_NNUNET, str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "nnU-Net v2 (torch + nnunetv2) is not importable" in proc.stderr
-    assert "[demo] segment: FTV (nnU-Net not installed): done" in proc.stderr
-    assert "automatic (FTV (nnU-Net not installed))" in proc.stdout
+    assert "masks come from the declared FTV fallback" in proc.stderr
+    assert "[demo] segment: done in" in proc.stderr
+    assert "automatic (FTV (" in proc.stdout
     release = out / "release"
     assert len(list((release / "segmentations" / "automatic").glob("*.nii.gz"))) == 9
     assert proc.stdout.strip().splitlines()[-1] == f"release: {release.resolve()}"
@@ -99,10 +103,28 @@ def test_demo_falls_back_to_ftv_without_nnunet(tmp_path):
 
 def test_a_broken_nnunet_install_falls_back_to_ftv_with_the_reason(monkeypatch) -> None:
     """Found by the import system but failing to import (a torch build that does not load) is FTV too."""
-    from etl.demo import _nnunet_unusable
+    import etl.segment.nnunet as nn
+    from etl.rebuild.spec import nnunet_unusable
 
-    assert _nnunet_unusable(False) == "not installed"
-    assert _nnunet_unusable(True) is None  # the segment extra is installed here and imports
+    assert nnunet_unusable() is None  # the segment extra is installed here and imports
+    with monkeypatch.context() as m:
+        m.setattr(nn, "nnunet_available", lambda: False)
+        assert nnunet_unusable() == "not installed"
     monkeypatch.setitem(sys.modules, "nnunetv2.inference.predict_from_raw_data", None)  # import now fails
-    why = _nnunet_unusable(True)
+    why = nnunet_unusable()
     assert why is not None and why.startswith("ModuleNotFoundError") and "predict_from_raw_data" in why
+
+
+def test_demo_review_loop_is_in_the_release(demo_run):
+    """Two raters through the app, three experts, corrections imported: all of it released."""
+    out, proc = demo_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Cohen's kappa" in proc.stderr and "9 cases corrected by 3 experts" in proc.stderr
+    release = out / "release"
+    q = pd.read_csv(release / "segmentation_quality.csv", dtype=str, keep_default_na=False)
+    assert len(q) == 18 and set(q["rater"]) == {"rater_1", "rater_2"}
+    corr = pd.read_parquet(release / "segmentations" / "corrections.parquet")
+    assert len(corr) == 9 and set(corr["expert"]) == {"expert_1", "expert_2", "expert_3"}
+    assert corr["dice"].between(0, 1).all() and corr["quality"].notna().all()
+    figures = sorted(p.name for p in (out / "figures").rglob("*.png"))
+    assert "agreement_by_quality.png" in figures and len(figures) == 2 + 9

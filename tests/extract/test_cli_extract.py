@@ -142,3 +142,28 @@ def test_serve_nbia_subprocess_rehearsal_end_to_end(corpus3, tmp_path) -> None:
         server.send_signal(signal.SIGINT)
         server.wait(timeout=10)
     assert "stopped after" in server.stderr.read()
+
+
+def test_synapse_export_keep_existing_never_replaces_an_imported_file(syn_tree2, tmp_path, cli, monkeypatch) -> None:
+    """A rebuild reruns the expert-mask export when staged masks changed; a mask imported since must survive."""
+    monkeypatch.setenv("SYNAPSE_AUTH_TOKEN", TOKEN)
+    with SynapseStandin(syn_tree2, token=TOKEN) as s:
+        res = cli("extract", "synapse", "--entity", "syn60868042", "-c", tmp_path / "c", "--endpoint", s.origin,
+                  "--synapse-config", tmp_path / "none", *FAST)  # fmt: skip
+    assert res.exit_code == 0, res.stderr
+    out = tmp_path / "staged"
+    assert cli("cache", "export", "-c", tmp_path / "c", "--synapse", "syn60868042", "--out", out).exit_code == 0
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    assert files
+    edited, untouched = files[0], files[-1]
+    edited.write_bytes(b"imported by an expert")
+    before = untouched.read_bytes()
+    res = cli("cache", "export", "-c", tmp_path / "c", "--synapse", "syn60868042", "--out", out, "--keep-existing")
+    assert res.exit_code == 0, res.stderr
+    assert edited.read_bytes() == b"imported by an expert"
+    assert untouched.read_bytes() == before
+    assert "kept 1 existing file(s)" in res.stderr and edited.relative_to(out).as_posix() in res.stderr
+    assert f"{len(files) - 1} already there" in res.stdout
+    # without the flag the download's bytes win again (an explicit refresh)
+    assert cli("cache", "export", "-c", tmp_path / "c", "--synapse", "syn60868042", "--out", out).exit_code == 0
+    assert edited.read_bytes() != b"imported by an expert"

@@ -150,7 +150,11 @@ def test_short_disk_cli_is_one_line(corpus2, tmp_path, cli, monkeypatch) -> None
         r = cli("extract", "tcia", "--manifest", manifest, "--cache", tmp_path / "c", "--api-url", s.api_url,
                 "--retries", "0")  # fmt: skip
     assert r.exit_code == 2
-    [line] = [x for x in r.stderr.splitlines() if not x.startswith("INFO ")]  # progress lines go to the log
+    # one error line, last, no traceback (log lines of the run may precede it)
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and r.stderr.strip().splitlines()[-1] == errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+    line = errors[0]
     assert line.startswith("error: not enough free disk space") and line.endswith(f"({tmp_path / 'c'})")
 
 

@@ -68,7 +68,7 @@ def write_rebuild_definition(path: Path, manifest: Path, sources: dict[str, Path
 
 def write_cases(root: Path, cases: list[dict]) -> tuple[dict, Path]:
     """The generated corpus (TCIA's shape, expert masks under root/truth) and its manifest, as the demo writes them."""
-    from etl.demo import _with_series
+    from etl.demo import with_series
     from etl.synth.corpus import write_corpus
     from etl.synth.release_table import previous_release_table
     from etl.transform.manifest import manifest_from_table, write_manifest
@@ -77,7 +77,7 @@ def write_cases(root: Path, cases: list[dict]) -> tuple[dict, Path]:
     ids = [c["patient_id"] for c in cases]
     written = write_corpus(root / "corpus", cases, seed=SEED, truth_dir=root / "truth")
     manifest = root / "manifest.csv"
-    write_manifest(_with_series(manifest_from_table(previous_release_table(ids, seed=SEED)), written), manifest)
+    write_manifest(with_series(manifest_from_table(previous_release_table(ids, seed=SEED)), written), manifest)
     return written, manifest
 
 
