@@ -33,11 +33,12 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def make_corpus(root: Path, n_cases: int, n_phases: int, small: bool) -> tuple[list[Path], float]:
-    """Write (or reuse) the corpus; return the case folders and the raw voxel MB of all phases."""
+def make_corpus(root: Path, n_cases: int, n_phases: int, small: bool) -> tuple[list[Path], float, float]:
+    """Write (or reuse) the corpus; return the case folders, the raw voxel MB of all phases and of the
+    largest single phase (what one worker holds at once)."""
     from etl.synth.dicom import StudySpec, write_study
 
-    cases, raw = [], 0.0
+    cases, raw, largest = [], 0.0, 0.0
     for i in range(n_cases):
         axial = i % 2 == 0
         if small:
@@ -60,7 +61,8 @@ def make_corpus(root: Path, n_cases: int, n_phases: int, small: bool) -> tuple[l
                   f"in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         cases.append(case)
         raw += matrix[0] * matrix[1] * slices * n_phases * 2 / 1e6
-    return cases, raw
+        largest = max(largest, matrix[0] * matrix[1] * slices * 2 / 1e6)
+    return cases, raw, largest
 
 
 def _run_here(cmds: list[list[str]], parallel: int) -> dict[str, float]:
@@ -109,7 +111,7 @@ def main() -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="mamamia-corpus-"))
     corpus = work / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
-    cases, raw_mb = make_corpus(corpus, args.cases, args.phases, args.small)
+    cases, raw_mb, phase_mb = make_corpus(corpus, args.cases, args.phases, args.small)
     d2n = str(BIN / "dcm2niix") if (BIN / "dcm2niix").exists() else shutil.which("dcm2niix")
     mamamia = str(BIN / "mamamia")
 
@@ -156,9 +158,8 @@ def main() -> int:
     if d2n:
         d2 = by["dcm2niix -z y -1, 2 cases at a time"]
         print(f"ours --jobs 2 / dcm2niix 2 at a time: {j2 / d2:.2f} (target <= 0.67)")
-    per_phase_raw = raw_mb / n_phases
-    print(f"peak of the largest process / raw MB of one phase (mean): "
-          f"{max(r['peak_mb'] for r in rows[:2]) / per_phase_raw:.1f}x (target <= 3x)")
+    print(f"peak of the largest process of ours / raw MB of the largest phase ({phase_mb:.0f} MB): "
+          f"{max(r['peak_mb'] for r in rows[:2]) / phase_mb:.1f}x (target <= 3x)")
     return 0
 
 
