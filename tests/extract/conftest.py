@@ -9,7 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from extract_dicomgen import TOKEN, CorpusCase, write_corpus, write_manifest, write_synapse_tree  # noqa: E402
+from extract_dicomgen import TOKEN, CorpusCase, write_corpus, write_manifest, write_synapse_tree  # noqa: E402,F401
+from extract_fixtures import bound_each_test, fast, no_user_synapse_config  # noqa: E402,F401  (shared fixtures)
 
 
 @pytest.fixture(scope="session")
@@ -37,23 +38,6 @@ def syn_tree2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synapse_tree(tmp_path_factory.mktemp("syn2") / "MAMA-MIA", 2)
 
 
-@pytest.fixture
-def fast():
-    from etl.extract.retry import RetryPolicy
-
-    return RetryPolicy.fast()
-
-
-@pytest.fixture
-def no_user_synapse_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A config path that does not exist, so only SYNAPSE_AUTH_TOKEN can supply a token."""
-    monkeypatch.setenv("SYNAPSE_AUTH_TOKEN", TOKEN)
-    return str(tmp_path / "no-synapse-config")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every extract test is bounded: a hung download or stand-in fails in a minute, not at the suite timeout."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents and item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(60))
+    bound_each_test(items, Path(__file__).parent)

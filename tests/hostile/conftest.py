@@ -9,7 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "extract"))
 
-from extract_dicomgen import TOKEN, CorpusCase, write_corpus, write_manifest, write_synapse_tree  # noqa: E402
+from extract_dicomgen import TOKEN, CorpusCase, write_corpus, write_manifest, write_synapse_tree  # noqa: E402,F401
+from extract_fixtures import bound_each_test, fast, no_user_synapse_config  # noqa: E402,F401  (shared fixtures)
 
 
 @pytest.fixture(scope="session")
@@ -25,22 +26,6 @@ def syn_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synapse_tree(tmp_path_factory.mktemp("hostile-syn") / "MAMA-MIA", 1)
 
 
-@pytest.fixture
-def fast():
-    from etl.extract.retry import RetryPolicy
-
-    return RetryPolicy.fast()
-
-
-@pytest.fixture
-def no_user_synapse_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("SYNAPSE_AUTH_TOKEN", TOKEN)
-    return str(tmp_path / "no-synapse-config")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A hostile input must end quickly: every test here is bounded at a minute."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents and item.get_closest_marker("timeout") is None:
-            item.add_marker(pytest.mark.timeout(60))
+    bound_each_test(items, Path(__file__).parent)
