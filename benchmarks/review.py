@@ -36,7 +36,7 @@ def stage_full_size(root: Path, n: int) -> list[str]:
 
     from etl.layout import Layout
     from etl.segment.io import write_nifti
-    from etl.segment.synthetic import stage_phantom
+    from etl.synth.staged import stage_phantom
     from etl.synth.phantom import make_phantom
 
     layout = Layout.from_definition(root)

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from etl.segment.io import find_cases, read_phases, spacing_of
     from etl.segment.nnunet import Predictor, export_case, nnunet_available, resolve_model
     from etl.segment.stage import run_segmentation
-    from etl.segment.synthetic import stage_phantoms
+    from etl.synth.staged import stage_phantoms
 
     shape = tuple(args.shape)
     config = load_config()

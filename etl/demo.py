@@ -33,6 +33,7 @@ from typing import Any
 
 
 from etl.yamlfile import load_yaml_mapping
+from etl.contracts import TABLE_XLSX
 from etl.errors import ConfigError, EtlError
 from etl.resources import data_path
 
@@ -134,7 +135,7 @@ def run_demo(out: str | Path, jobs: int = 2, echo: Callable[[str], None] = print
         manifest_table = previous_release_table(ids, seed=seed)
         write_manifest(with_series(manifest_from_table(manifest_table), written), manifest)
         # the previous release on Synapse: its table (carried-forward collections) and expert masks
-        write_table(previous_release_table(carried, seed=seed), previous_root / "clinical_and_imaging_info.xlsx")
+        write_table(previous_release_table(carried, seed=seed), previous_root / TABLE_XLSX)
         shutil.copytree(truth / "segmentations", previous_root / "segmentations")
         sources.update(write_clinical_sources(work / "sources", [p for p in ids if p not in carried], seed=seed))
 

@@ -18,11 +18,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
 from etl.errors import ConfigError, ValidationFailed
+from etl.contracts import DEFAULT_CASE_ID, NNUNET_SPLITS, check_case_id_template, nnunet_case_id
 
 STRATA_COLUMNS: tuple[str, ...] = ("dataset", "pcr", "tumor_subtype")
 MISSING = "missing"
@@ -37,7 +39,7 @@ class SplitSettings:
     test_fraction: float = 0.2
     folds: int = 5
     min_stratum: int | None = None  # default: enough cases for one test case and one per fold
-    nnunet_case_id: str = "{patient_id}"  # nnU-Net case identifier; {patient_id} lower case, {PATIENT_ID} as is
+    nnunet_case_id: str = DEFAULT_CASE_ID  # nnU-Net case identifier (etl.contracts.nnunet_case_id)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.test_fraction < 1.0:
@@ -59,7 +61,7 @@ class SplitSettings:
         if unknown:
             raise ConfigError(f"unknown split settings: {', '.join(unknown)}", "split")
         kinds = {"seed": int, "test_fraction": float, "folds": int, "min_stratum": int, "nnunet_case_id": str}
-        values = {}
+        values: dict[str, Any] = {}
         for key, value in data.items():
             if value is None and key == "min_stratum":
                 values[key] = None
@@ -72,13 +74,8 @@ class SplitSettings:
                 raise ConfigError(f"{key} must be {'an integer' if kind is int else ('a number' if kind is float else 'text')}, "
                                   f"got {value!r}", f"split.{key}")
             values[key] = kind(value)
-        template = values.get("nnunet_case_id")
-        if template is not None:
-            try:
-                _case_id("X", template)
-            except (KeyError, IndexError, ValueError) as exc:
-                raise ConfigError(f"nnunet_case_id may use only {{patient_id}} / {{PATIENT_ID}}, got {template!r}",
-                                  "split.nnunet_case_id") from exc
+        if values.get("nnunet_case_id") is not None:
+            check_case_id_template(values["nnunet_case_id"])
         return cls(**values)
 
 
@@ -108,7 +105,7 @@ class SplitResult:
     def nnunet_splits(self) -> list[dict[str, list[str]]]:
         """nnU-Net v2 ``splits_final.json`` content: one {train, val} per fold over the training cases."""
         train = self.assignments[self.assignments["split"] == "train"]
-        ids = [_case_id(pid, self.settings.nnunet_case_id) for pid in train["patient_id"]]
+        ids = [nnunet_case_id(pid, self.settings.nnunet_case_id) for pid in train["patient_id"]]
         folds = train["fold"].astype(int).tolist()
         out = []
         for k in range(self.settings.folds):
@@ -121,16 +118,12 @@ class SplitResult:
         return out
 
 
-def _case_id(patient_id: str, template: str) -> str:
-    return template.format(patient_id=patient_id.lower(), PATIENT_ID=patient_id.upper())
-
-
 def _label(value: object, column: str) -> str:
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return MISSING
     if column == "pcr":
         try:
-            return str(int(float(value)))  # 1, 1.0 and "1" are the same response
+            return str(int(float(cast(Any, value))))  # 1, 1.0 and "1" are the same response
         except (TypeError, ValueError):
             return str(value).strip().lower() or MISSING
     text = str(value).strip().lower()
@@ -184,11 +177,11 @@ def merge_small_strata(keys: pd.Series, min_size: int) -> tuple[pd.Series, dict[
             break
         current = current.map(lambda k: _coarsen(k, level) if k in small else k)
     counts = current.value_counts()
-    small = sorted(counts[counts < min_size].index)
-    adequate = {k: int(v) for k, v in counts.items() if v >= min_size}
-    if small and adequate:
+    too_small = sorted(counts[counts < min_size].index)
+    adequate = {str(k): int(v) for k, v in counts.items() if v >= min_size}
+    if too_small and adequate:
         target = {}
-        for k in small:
+        for k in too_small:
             best = max(_shared_prefix(k, a) for a in adequate)
             target[k] = min((a for a in adequate if _shared_prefix(k, a) == best), key=lambda a: (adequate[a], a))
         current = current.map(lambda k: target.get(k, k))
@@ -243,7 +236,7 @@ def make_split(table: pd.DataFrame, settings: SplitSettings | None = None) -> Sp
     tests = _test_counts({k: len(v) for k, v in members.items()}, settings.test_fraction)
 
     original = dict(zip(keys.index, keys.tolist()))
-    rows = []
+    rows: list[tuple[Any, str, Any, str, Any]] = []
     fold_offset = 0
     for key in sorted(members):
         pids = members[key]
@@ -272,7 +265,7 @@ def write_split(result: SplitResult, csv_path: str | Path) -> tuple[Path, Path]:
 
     csv_path = Path(csv_path)
     write_text(csv_path, split_csv_text(result))
-    json_path = csv_path.with_name("splits_final.json")
+    json_path = csv_path.with_name(NNUNET_SPLITS)
     write_text(json_path, json.dumps(result.nnunet_splits(), indent=2) + "\n")
     return csv_path, json_path
 
@@ -340,6 +333,7 @@ def balance_text(result: SplitResult) -> str:
     bal = result.balance()
     width = max([len("stratum")] + [len(s) for s in bal["stratum"]])
     lines.append(f"{'stratum':<{width}}  {'n':>5}  {'train':>5}  {'test':>5}  {'test%':>6}")
+    r: Any
     for r in bal.itertuples(index=False):
         lines.append(f"{r.stratum:<{width}}  {r.n:>5}  {r.train:>5}  {r.test:>5}  {100 * r.test_share:>5.1f}%")
     total_test = int((a["split"] == "test").sum())
@@ -355,7 +349,7 @@ def balance_text(result: SplitResult) -> str:
                 f"  {value:<16} n={len(grp):>5}  train={len(grp) - t:>5}  test={t:>5}  ({100 * t / len(grp):.1f}% test)"
             )
     folds = a.loc[a["split"] == "train", "fold"].value_counts().sort_index()
-    lines.append("folds (training cases): " + ", ".join(f"{int(k)}: {int(v)}" for k, v in folds.items()))
+    lines.append("folds (training cases): " + ", ".join(f"{int(cast(Any, k))}: {int(v)}" for k, v in folds.items()))
     if result.merges:
         lines.append("")
         lines.append(f"merged {len(result.merges)} small strata (< {result.settings.effective_min_stratum} cases):")

@@ -169,7 +169,7 @@ def plan(dicom_dir: Path, out_dir: Path, profile: str, patient_id: str | None,
 
     if dicom_dir.is_file() or patient_id or is_single_case(dicom_dir):
         return [job(dicom_dir, patient_id or dicom_dir.name)]
-    from etl.extract.manifest import read_exclusions
+    from etl.caselist import read_exclusions
 
     excluded = read_exclusions(exclusions)
     cases = []

@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
         from etl.use.summary import summarize, summary_text
         from etl.use.release import open_release
         from etl.release.tableio import base_frame
+        from etl.contracts import REPORT
 
         result = run_demo(out, jobs=jobs, echo=lambda line: typer.echo(line, err=True))
         release = _single_release(result.release)
@@ -27,14 +28,14 @@ def register(app: typer.Typer) -> None:
         table = rel.table
         typer.echo(summary_text(summarize(base_frame(table)), variables=SHOWN).rstrip("\n"))
         n_test = int((table["split"] == "test").sum())
-        masks = {k: sum(1 for p in (release / "segmentations" / k).glob("*.nii.gz")) for k in ("expert", "automatic")}
+        masks = {k: sum(1 for p in rel.layout.folder(f"{k}_mask").glob("*.nii.gz")) for k in ("expert", "automatic")}
         total = sum(result.seconds.values())
         typer.echo("")
         typer.echo(f"split: {len(table) - n_test} train / {n_test} test; masks: {masks['expert']} expert, "
                    f"{masks['automatic']} automatic ({result.segmentation}); release verifies")
         typer.echo(f"total {total:.1f} s; every stage's output: {result.out / 'demo.log'}")
-        if (release / "report.html").is_file():
-            typer.echo(f"report: {release / 'report.html'}   (the data card: open it in a browser)")
+        if (release / REPORT).is_file():
+            typer.echo(f"report: {release / REPORT}   (the data card: open it in a browser)")
         typer.echo("next:")
         typer.echo(f"  mamamia summary {release}                      # every variable")
         typer.echo(f"  mamamia query {release} --where \"pcr == 1\"     # cases with image and mask paths")
@@ -52,7 +53,9 @@ SHOWN = ["pcr", "tumor_subtype", "view", "manufacturer", "field_strength"]
 
 def _single_release(folder: Path) -> Path:
     """`release build --out` names the release folder itself; accept either layout."""
-    if (folder / "clinical_and_imaging_info.parquet").exists():
+    from etl.contracts import TABLE
+
+    if (folder / TABLE).exists():
         return folder
-    found = sorted(p.parent for p in folder.glob("*/clinical_and_imaging_info.parquet"))
+    found = sorted(p.parent for p in folder.glob(f"*/{TABLE}"))
     return found[0] if found else folder

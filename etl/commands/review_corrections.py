@@ -77,18 +77,19 @@ def register(review: typer.Typer) -> None:
         """Check each corrected mask (grid, binary, empty only if marked no_lesion), write it atomically as the
         expert mask and record the correction (volumes added/removed, Dice, HD95, MSD) in
         segmentations/corrections.parquet. Each fault is one line; the other cases still import; exit 1."""
+        from etl.contracts import MANIFEST
         from etl.errors import InputUnreadable
         from etl.layout import Layout
         from etl.review.corrections import corrections_path, import_package
 
-        if not (into / "images").is_dir():
-            raise InputUnreadable("not a staged directory: no images/ folder", str(into))
-        if (into / "SHA256SUMS").is_file():
+        layout = Layout.from_definition(into, definition)
+        if not layout.folder("image").is_dir():
+            raise InputUnreadable(f"not a staged directory: no {layout.folder('image').name}/ folder", str(into))
+        if (into / MANIFEST).is_file():
             from etl.errors import ConfigError
 
             raise ConfigError("is a built release (checksummed); import into the staged directory and rebuild the "
                               "release", str(into))
-        layout = Layout.from_definition(into, definition)
         res = import_package(package, layout, expert, replace=replace, db=db)
         for note in res.notes:
             typer.echo(f"note: {note}")

@@ -87,12 +87,13 @@ def _validate_release(path: Path, fmt: ValidateFormat, max_shown: int | None, ou
     import json
     from collections import Counter
 
+    from etl.contracts import TABLE
     from etl.errors import InputUnreadable
     from etl.release.verify import verify_release
     from etl.use.release import is_release
 
     if not is_release(path):
-        raise InputUnreadable("directory is not a release (no clinical_and_imaging_info.parquet)", str(path))
+        raise InputUnreadable(f"directory is not a release (no {TABLE})", str(path))
     problems = verify_release(path)  # every release problem is an error
     if out is not None:
         _write_findings(out, ({"severity": "error", "rule": p.check, "column": p.where, "message": p.message}

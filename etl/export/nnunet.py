@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from etl.contracts import NNUNET_SPLITS
 from etl.export.cases import ExportError, Selection, link_or_copy, select_cases
 from etl.use.release import Release
 
@@ -68,12 +69,12 @@ def export_nnunet(rel: Release, out: Path, dataset_id: int, phases: tuple[int, .
                 counts[link_or_copy(case.label, tmp / "labelsTr" / f"{case.case_id}{FILE_ENDING}", link)] += 1
         (tmp / "imagesTs").mkdir(exist_ok=True)
         write_text(tmp / "dataset.json", json.dumps(_dataset_json(rel, selection), indent=2) + "\n")
-        write_text(tmp / "splits_final.json", json.dumps(splits, indent=2) + "\n")
+        write_text(tmp / NNUNET_SPLITS, json.dumps(splits, indent=2) + "\n")
         write_text(tmp / "mamamia_export.json", json.dumps(_provenance(rel, selection), indent=2) + "\n")
     result.files = counts
-    result.splits_written.append(result.folder / "splits_final.json")
+    result.splits_written.append(result.folder / NNUNET_SPLITS)
     if preprocessed is not None:
-        target = preprocessed / folder_name / "splits_final.json"
+        target = preprocessed / folder_name / NNUNET_SPLITS
         write_text(target, json.dumps(splits, indent=2) + "\n")
         result.splits_written.append(target)
     return result
@@ -95,7 +96,7 @@ def _splits(rel: Release, selection: Selection) -> list[dict[str, list[str]]]:
     """The release's splits_final.json, restricted to the exported training cases; a release built without
     one gets the same folds from its table. Every exported training case must sit in exactly one fold."""
     exported = {c.case_id for c in selection.train}
-    path = rel.root / "splits_final.json"
+    path = rel.root / NNUNET_SPLITS
     if path.is_file():
         try:
             folds = json.loads(path.read_text())

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from etl.atomic import atomic_dir, atomic_path
 from etl.extract.cache import Cache
-from etl.extract.manifest import cases_to_fetch
+from etl.caselist import cases_to_fetch
 from etl.extract.zipcheck import safe_member_name
 
 log = logging.getLogger("etl.extract.export")

@@ -27,7 +27,7 @@ from typing import Any
 from etl.errors import EtlError
 from etl.extract.cache import Cache, CacheUnusable, SeriesFile, SeriesRecord
 from etl.extract.limits import Limits
-from etl.extract.manifest import ManifestCase, cases_to_fetch
+from etl.caselist import ManifestCase, cases_to_fetch
 from etl.extract.outcome import RunResult, cancel_on_error
 from etl.extract.nbia_client import DEFAULT_API_URL, Transport, normalize_api_url, patched_nbia
 from etl.extract.progress_view import RunProgress

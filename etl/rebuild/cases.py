@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from etl.layout import Layout
 from etl.rebuild.plan import Unset, fill
 from etl.rebuild.spec import RebuildSpec
 
@@ -19,7 +20,7 @@ log = logging.getLogger("etl.rebuild")
 
 def manifest_cases(spec: RebuildSpec) -> list[Any]:
     """The manifest's cases minus the shipped and declared exclusions (what every per-case stage is for)."""
-    from etl.extract.manifest import read_exclusions, read_manifest
+    from etl.caselist import read_exclusions, read_manifest
 
     v = spec.variables
     excluded = read_exclusions(v["exclusions"], shipped=True)
@@ -63,7 +64,7 @@ def expected(kind: str | None, spec: RebuildSpec) -> int | None:
     if kind == "manifest":
         return len(manifest_cases(spec))
     if kind == "images":
-        images = Path(v["staged"]) / "images"
+        images = Layout.from_definition(v["staged"], v["definition"]).folder("image")
         return _dirs(images) if images.is_dir() else None
     if kind == "table":
         return _rows(Path(v["table"]))

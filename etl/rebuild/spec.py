@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from etl.contracts import SPLITS, TABLE
 from etl.errors import ConfigError
 
 # keys of the `rebuild:` section; anything else is most likely a typo and is refused (a silently ignored
@@ -178,7 +179,7 @@ def load_spec(definition: str | os.PathLike[str], work: str | os.PathLike[str], 
         raise ConfigError("'rebuild' must be a mapping", f"{where}: rebuild")
     section = deep_merge(section, overrides or {})
     check_section(section, where)
-    staged, table = work / "staged", work / "clinical_and_imaging_info.parquet"
+    staged, table = work / "staged", work / TABLE
     defn = load_definition(def_path, staged=[staged], table=table)
     synapse_root = work / "synapse"
     dirs = {"work": work, "synapse": synapse_root, "staged": staged, "dicom": work / "dicom"}
@@ -259,7 +260,7 @@ def load_spec(definition: str | os.PathLike[str], work: str | os.PathLike[str], 
         "manifest": str(manifest), "exclusions": _opt(path(section.get("exclusions"), "exclusions")),
         "cache_tcia": str(work / "cache" / "tcia"), "cache_synapse": str(work / "cache" / "synapse"),
         "dicom": str(dirs["dicom"]), "synapse": str(synapse_root), "staged": str(staged), "table": str(table),
-        "splits": str(work / "splits" / "train_test_splits.csv"), "release": str(release_dir),
+        "splits": str(work / "splits" / SPLITS), "release": str(release_dir),
         "jobs": jobs, "scheduler": scheduler,
         "tcia_api_url": tcia.get("api_url"), "tcia_jobs": tcia.get("jobs"),
         "synapse_endpoint": syn.get("endpoint"), "synapse_jobs": syn.get("jobs"),

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from etl.contracts import SPLITS, TABLE, TABLE_XLSX
 from etl.release.definition import ReleaseDefinition
 
 CONFORMS_TO = "http://mlcommons.org/croissant/1.0"
@@ -84,7 +85,7 @@ def croissant(defn: ReleaseDefinition, df: pd.DataFrame, sums: dict[str, str]) -
             "name": name,
             "description": spec.description if spec else "Train/test assignment of the case.",
             "dataType": _data_type(spec),
-            "source": {"fileObject": {"@id": "clinical_and_imaging_info.parquet"}, "extract": {"column": name}},
+            "source": {"fileObject": {"@id": TABLE}, "extract": {"column": name}},
         }
         if spec is not None and spec.format in ("list_float", "list_int"):
             field["repeated"] = True
@@ -96,7 +97,7 @@ def croissant(defn: ReleaseDefinition, df: pd.DataFrame, sums: dict[str, str]) -
             "name": name,
             "description": desc,
             "dataType": dtype,
-            "source": {"fileObject": {"@id": "train_test_splits.csv"}, "extract": {"column": name}},
+            "source": {"fileObject": {"@id": SPLITS}, "extract": {"column": name}},
         }
         for name, dtype, desc in (
             ("patient_id", "sc:Text", "Case identifier (as in the table)."),
@@ -106,21 +107,22 @@ def croissant(defn: ReleaseDefinition, df: pd.DataFrame, sums: dict[str, str]) -
     ]
     distribution: list[dict[str, Any]] = []
     for rel, fmt, desc in (
-        ("clinical_and_imaging_info.parquet", "application/x-parquet", "Typed 49-variable clinical and imaging table plus split."),
-        ("clinical_and_imaging_info.xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        (TABLE, "application/x-parquet", "Typed 49-variable clinical and imaging table plus split."),
+        (TABLE_XLSX, "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
          "Drop-in table for v1 users: sheets dataset_info and legend."),
-        ("train_test_splits.csv", "text/csv", "Train/test split and cross-validation folds."),
+        (SPLITS, "text/csv", "Train/test split and cross-validation folds."),
     ):
         if rel in sums:
             distribution.append(
                 {"@type": "cr:FileObject", "@id": rel, "name": rel, "description": desc, "contentUrl": rel,
                  "encodingFormat": fmt, "sha256": sums[rel]}
             )
+    layout = defn.layout(".")
     for set_id, glob, desc in (
-        ("images", "images/*/*.nii.gz", "DCE-MRI phases as gzipped NIfTI, one folder per case."),
-        ("expert_segmentations", "segmentations/expert/*.nii.gz", "Expert tumour segmentations."),
-        ("automatic_segmentations", "segmentations/automatic/*.nii.gz", "Automatic tumour segmentations."),
-        ("patient_info_files", "patient_info_files/*.json", "Per-case lesion bounding box and imaging data."),
+        ("images", layout.glob("image"), "DCE-MRI phases as gzipped NIfTI, one folder per case."),
+        ("expert_segmentations", layout.glob("expert_mask"), "Expert tumour segmentations."),
+        ("automatic_segmentations", layout.glob("automatic_mask"), "Automatic tumour segmentations."),
+        ("patient_info_files", layout.glob("patient_info"), "Per-case lesion bounding box and imaging data."),
     ):
         prefix = glob.split("*")[0]
         if any(rel.startswith(prefix) for rel in sums):
@@ -131,7 +133,7 @@ def croissant(defn: ReleaseDefinition, df: pd.DataFrame, sums: dict[str, str]) -
             )
     from etl.release.quality import croissant_parts  # ratings + corrections, when the release has them
 
-    review_files, review_records = croissant_parts(sums)
+    review_files, review_records = croissant_parts(sums, layout)
     distribution += review_files
     doc: dict[str, Any] = {
         "@context": CONTEXT,

@@ -17,6 +17,7 @@ from typing import Any
 
 from etl.yamlfile import load_yaml_mapping
 from etl.errors import ConfigError
+from etl.layout import Layout
 from etl.split import SplitSettings
 
 log = logging.getLogger("etl.release.definition")
@@ -66,6 +67,10 @@ class ReleaseDefinition:
     def orientation(self) -> dict[str, str]:
         return PROFILES[self.profile]
 
+    def layout(self, root: str | os.PathLike[str]) -> Layout:
+        """The naming templates (and nnU-Net case id) of this definition, rooted at ``root``."""
+        return Layout.from_definition(Path(root), self.path)
+
     def portable(self, path: Path | None) -> str | None:
         """How the release names an input: relative to this definition's folder when inside it, else by
         name; never an absolute path of the build machine (etl/release/machine_paths.py)."""
@@ -92,7 +97,7 @@ class ReleaseDefinition:
         return out
 
 
-def _resolve(value: str | os.PathLike[str], base: Path, key: str, where: Path) -> Path:
+def resolve_path(value: str | os.PathLike[str], base: Path, key: str, where: Path) -> Path:
     text = os.path.expanduser(os.path.expandvars(str(value)))
     unset = _UNSET_VAR.search(text)
     if unset:
@@ -137,32 +142,32 @@ def load_definition(
     else:
         listed = sources.get("staged") or []
         listed = [listed] if isinstance(listed, str) else list(listed)
-        staged_paths = [_resolve(p, base, "sources.staged", path) for p in listed]
+        staged_paths = [resolve_path(p, base, "sources.staged", path) for p in listed]
     if not staged_paths:
         raise ConfigError("no staged directory given (sources.staged or --staged)", str(path))
 
     if table is not None:
         table_path: Path | None = Path(table).resolve()
     elif sources.get("table"):
-        table_path = _resolve(sources["table"], base, "sources.table", path)
+        table_path = resolve_path(sources["table"], base, "sources.table", path)
     else:
         table_path = None
 
-    exclusions_path = _resolve(sources["exclusions"], base, "sources.exclusions", path) if sources.get("exclusions") else None
+    exclusions_path = resolve_path(sources["exclusions"], base, "sources.exclusions", path) if sources.get("exclusions") else None
     if exclusions_path is not None and not exclusions_path.is_file():
         raise ConfigError("exclusions file not found", f"{path}: sources.exclusions ({exclusions_path})")
 
     caches = []
     for p in sources.get("caches") or []:
         try:
-            caches.append(_resolve(p, base, "sources.caches", path))
+            caches.append(resolve_path(p, base, "sources.caches", path))
         except ConfigError:
             continue  # caches are informational; an unset variable there must not block a build
 
     if previous is not None:
         prev_path: Path | None = Path(previous).resolve()
     elif raw.get("previous"):
-        prev_path = _resolve(raw["previous"], base, "previous", path)
+        prev_path = resolve_path(raw["previous"], base, "previous", path)
     else:
         prev_path = None
 
@@ -175,7 +180,7 @@ def load_definition(
     if split_file is not None:
         split_path: Path | None = Path(split_file).resolve()
     elif split_raw.get("file"):
-        split_path = _resolve(split_raw["file"], base, "split.file", path)
+        split_path = resolve_path(split_raw["file"], base, "split.file", path)
     else:
         split_path = None
     split_raw.pop("file", None)

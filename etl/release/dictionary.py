@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from etl.layout import Layout
+
 _PARQUET_TYPE = {"list_float": "list<double>", "list_int": "list<int64>", "date": "date32"}
 _DTYPE_TEXT = {"Int64": "integer (nullable)", "float64": "float", "str": "text"}
 
@@ -17,13 +19,14 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ").strip()
 
 
-def _review_rows() -> list[str]:
+def _review_rows(layout: Layout) -> list[str]:
     from etl.release.quality import dictionary_rows
 
-    return dictionary_rows()
+    return dictionary_rows(layout)
 
 
-def data_dictionary(df: pd.DataFrame, release_id: str) -> str:
+def data_dictionary(df: pd.DataFrame, release_id: str, layout: Layout | None = None) -> str:
+    """The dictionary; ``layout``: the release's naming (default: v1), for the names of nested files."""
     from etl.validate.schema import load_schema
 
     schema = load_schema()
@@ -75,7 +78,7 @@ def data_dictionary(df: pd.DataFrame, release_id: str) -> str:
         "| `segmentation_qc.parquet` | per case: automatic mask `mask_volume_mm3` and `lesion_count` (26-connected), "
         "`has_expert`, `expert_volume_mm3`, and `dice`, `hd95_mm`, `msd_mm` (mm) of the automatic mask against the "
         "expert mask when both exist |",
-        *_review_rows(),
+        *_review_rows(layout or Layout.from_definition(".")),
         "| `croissant.json` | Croissant 1.0 metadata |",
         "| `provenance.json` | tool version, inputs with sha256, effective release definition, stage ledger |",
         "| `SHA256SUMS` | checksum of every other file (`sha256sum -c SHA256SUMS`) |",

@@ -13,11 +13,11 @@ from typing import Any
 
 import pandas as pd
 
+from etl.contracts import PROVENANCE, TABLE
 from etl.errors import InputUnreadable
 from etl.release.manifest import read_manifest
 from etl.release.patient_info import jsonable
 
-TABLE = "clinical_and_imaging_info.parquet"
 MAX_EXAMPLES = 3
 
 
@@ -70,7 +70,7 @@ def files_diff(sums_a: dict[str, str], sums_b: dict[str, str]) -> dict[str, list
 
 def _release_name(root: Path) -> str:
     try:
-        prov = json.loads((root / "provenance.json").read_text())
+        prov = json.loads((root / PROVENANCE).read_text())
         rel = prov.get("release") or {}
         return f"{rel.get('name')}-{rel.get('version')}"
     except (OSError, ValueError):

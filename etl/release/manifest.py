@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from etl.contracts import MANIFEST
 from etl.errors import InputUnreadable
-
-MANIFEST = "SHA256SUMS"
 
 
 from etl.hashing import sha256_file  # noqa: E402,F401  (the one file hash; imported from here by older callers)
@@ -40,6 +39,15 @@ def write_manifest(root: Path, known: dict[str, str] | None = None) -> dict[str,
     sums = {rel: known.get(rel) or sha256_file(root / rel) for rel in release_files(root)}
     write_text(root / MANIFEST, manifest_text(sums))
     return sums
+
+
+def seal(root: Path, known: dict[str, str] | None = None) -> dict[str, str]:
+    """Step 5 of ``release build``, the checksums: SHA256SUMS over every file, then every file readable by
+    all (temp-file writes are private, 0600; a release is for reading). Returns the listed files' digests."""
+    final = write_manifest(root, known)
+    for rel in [*final, MANIFEST]:
+        (root / rel).chmod(0o644)
+    return final
 
 
 _HEX64 = frozenset("0123456789abcdef")

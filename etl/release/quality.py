@@ -26,14 +26,13 @@ from typing import Any
 
 import pandas as pd
 
+from etl.contracts import RATINGS
 from etl.errors import ConfigError, EtlError, InputUnreadable
+from etl.layout import Layout
 
 log = logging.getLogger("etl.release.quality")
 
-QUALITY = "segmentation_quality.csv"
-CORRECTIONS = "segmentations/corrections.parquet"
-ROOT_FILES = (QUALITY,)
-NESTED_FILES = (CORRECTIONS,)
+QUALITY = RATINGS
 QUALITY_COLUMNS = ("patient_id", "rater", "score", "comment", "rated_at", "mask_sha256", "stale")
 SCORES = ("good", "acceptable", "poor", "missed")
 # released correction columns: the staged table's, without the bookkeeping of superseded imports
@@ -52,11 +51,11 @@ def anonymize_raters(raw: dict[str, Any]) -> bool:
 
 def ratings_source(defn: Any) -> Path | None:
     """The ratings file the release exports: the definition's ``sources.ratings``, else a staged export."""
-    from etl.release.definition import _resolve
+    from etl.release.definition import resolve_path
 
     listed = (defn.raw.get("sources") or {}).get("ratings")
     if listed:
-        path = _resolve(listed, defn.path.parent, "sources.ratings", defn.path)
+        path = resolve_path(listed, defn.path.parent, "sources.ratings", defn.path)
         if not path.is_file():
             raise ConfigError("ratings file not found", f"{defn.path}: sources.ratings ({path})")
         return path
@@ -123,7 +122,6 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
 def write_review_files(defn: Any, df: pd.DataFrame, tmp: Path, known: dict[str, str]) -> dict[str, Any]:
     """Write the ratings and corrections of the released cases into the release being built (``tmp``);
     returns what provenance records about them (input files and their sha256, row counts)."""
-    from etl.layout import Layout
     from etl.hashing import sha256_file
 
     target = Layout.from_definition(tmp, defn.path)
@@ -151,26 +149,30 @@ def write_review_files(defn: Any, df: pd.DataFrame, tmp: Path, known: dict[str, 
     corr = corrections_frame(defn.staged, layouts, expert_sha, anonymize)
     if corr is not None:
         data = _parquet_bytes(corr)
-        path = tmp / CORRECTIONS
+        path = target.corrections()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         out["corrections"] = {"rows": len(corr), "sha256": hashlib.sha256(data).hexdigest(),
-                              "staged": [str(p) for p, lay in zip(defn.staged, layouts)
-                                         if (lay.expert_mask("X").parent.parent / "corrections.parquet").is_file()]}
+                              "staged": [str(p) for p, lay in zip(defn.staged, layouts) if lay.corrections().is_file()]}
     return out
 
 
 # ------------------------------------------------------------------------------------------------ card
 
 
-def dictionary_rows() -> list[str]:
+def corrections_name(layout: Layout) -> str:
+    """Root-relative name of the corrections table (``segmentations/corrections.parquet`` in v1)."""
+    return layout.corrections().relative_to(layout.root).as_posix()
+
+
+def dictionary_rows(layout: Layout) -> list[str]:
     """Rows of the data dictionary's file table."""
     return [
         f"| `{QUALITY}` | visual rating of each automatic mask, one row per case and rater (the rater's latest): "
         "`patient_id`, `rater` (`rater_1`... when the definition anonymizes raters), `score` "
         "(good, acceptable, poor, missed), `comment`, `rated_at` (UTC), `mask_sha256` (the mask that was rated), "
         "`stale` (true when the released automatic mask is not the one that was rated) |",
-        f"| `{CORRECTIONS}` | per expert-corrected case: `expert` (`expert_1`... when anonymized), `imported_at` "
+        f"| `{corrections_name(layout)}` | per expert-corrected case: `expert` (`expert_1`... when anonymized), `imported_at` "
         "(UTC), `version` (1 = first expert mask of the case), `automatic_sha256` and `expert_sha256` (the two "
         "released masks), `reoriented`, `label_values`, `no_lesion`, `automatic_cm3`, `expert_cm3`, `added_cm3` "
         "(in the expert mask only) and `removed_cm3` (in the automatic mask only), and `dice`, `hd95_mm`, "
@@ -178,7 +180,7 @@ def dictionary_rows() -> list[str]:
     ]
 
 
-def croissant_parts(sums: dict[str, str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def croissant_parts(sums: dict[str, str], layout: Layout) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """FileObjects and RecordSets for the review files present in the release."""
     files: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
@@ -187,7 +189,7 @@ def croissant_parts(sums: dict[str, str]) -> tuple[list[dict[str, Any]], list[di
          "segmentation_quality", (("patient_id", "sc:Text"), ("rater", "sc:Text"), ("score", "sc:Text"),
                                   ("comment", "sc:Text"), ("rated_at", "sc:Text"), ("mask_sha256", "sc:Text"),
                                   ("stale", "sc:Text"))),
-        (CORRECTIONS, "application/x-parquet", "Expert corrections of the automatic masks: volumes added and "
+        (corrections_name(layout), "application/x-parquet", "Expert corrections of the automatic masks: volumes added and "
          "removed (cm3), Dice, HD95 and MSD (mm) between automatic and expert mask.",
          "corrections", (("patient_id", "sc:Text"), ("expert", "sc:Text"), ("added_cm3", "sc:Float"),
                          ("removed_cm3", "sc:Float"), ("dice", "sc:Float"), ("hd95_mm", "sc:Float"),
@@ -208,7 +210,7 @@ def croissant_parts(sums: dict[str, str]) -> tuple[list[dict[str, Any]], list[di
 # ------------------------------------------------------------------------------------------------ verify
 
 
-def check_review_files(root: Path, layout: Any, df: pd.DataFrame) -> list[Any]:
+def check_review_files(root: Path, layout: Layout, df: pd.DataFrame) -> list[Any]:
     """Ratings and corrections name table cases, use the four scores, and describe the released masks."""
     from etl.hashing import sha256_file
     from etl.release.verify import Problem
@@ -233,15 +235,16 @@ def check_review_files(root: Path, layout: Any, df: pd.DataFrame) -> list[Any]:
                                        f"score must be one of {', '.join(SCORES)}, got {score!r}"))
             if q.duplicated(["patient_id", "rater"]).any():
                 out.append(Problem("review", QUALITY, "a case has two rows for one rater"))
-    cpath = root / CORRECTIONS
+    cname = corrections_name(layout)
+    cpath = root / cname
     if cpath.exists():
         try:
             c = pd.read_parquet(cpath)
         except Exception as exc:
-            return out + [Problem("review", CORRECTIONS, f"unreadable: {str(exc)[:120]}")]
+            return out + [Problem("review", cname, f"unreadable: {str(exc)[:120]}")]
         for pid, sha in zip(c.get("patient_id", []), c.get("expert_sha256", [])):
             mask = layout.expert_mask(str(pid))
-            where = f"{CORRECTIONS} ({pid})"
+            where = f"{cname} ({pid})"
             if str(pid) not in ids:
                 out.append(Problem("review", where, "correction of a case not in the table"))
             elif not mask.exists():
@@ -259,8 +262,6 @@ def masks_diff(sums_a: dict[str, str], sums_b: dict[str, str], templates: dict[s
     import re
 
     if templates is None:
-        from etl.layout import Layout
-
         templates = Layout.from_definition(Path(".")).templates
     out: dict[str, Any] = {}
     for kind in ("expert", "automatic"):

@@ -17,22 +17,15 @@ from typing import Any
 
 import pandas as pd
 
+from etl.contracts import (CROISSANT, MANIFEST, OPTIONAL_FILES, PROVENANCE, QC, REQUIRED_FILES, SPLITS, TABLE,
+                           TABLE_XLSX as XLSX)
 from etl.errors import EtlError
-from etl.layout import TEMPLATE_KEYS, Layout
+from etl.layout import Layout
 from etl.release.definition import PROFILES
-from etl.release.manifest import MANIFEST, release_files, sha256_file
+from etl.release.manifest import release_files, sha256_file
 
 log = logging.getLogger("etl.release.verify")
 
-TABLE = "clinical_and_imaging_info.parquet"
-XLSX = "clinical_and_imaging_info.xlsx"
-SPLITS = "train_test_splits.csv"
-REQUIRED_FILES = (TABLE, XLSX, SPLITS, "data_dictionary.md", "croissant.json", "provenance.json",
-                  "LICENSES.md", "CHANGELOG.md", MANIFEST)
-OPTIONAL_FILES = ("segmentation_qc.parquet", "splits_final.json", "segmentation_quality.csv",
-                  "report.html")  # report.html: `release build --report` (etl/report)
-OPTIONAL_NESTED = ("segmentations/corrections.parquet",)  # review outputs (etl/release/quality.py)
-CASE_DIRS = ("images", "segmentations", "patient_info_files")
 MAX_LISTED = 50  # per check; the rest is summarised in one line
 
 
@@ -53,17 +46,10 @@ class Problem:
 
 def _definition(root: Path) -> dict[str, Any]:
     try:
-        prov = json.loads((root / "provenance.json").read_text())
+        prov = json.loads((root / PROVENANCE).read_text())
         return dict(prov.get("definition") or {})
     except (OSError, ValueError):
         return {}
-
-
-def _layout(root: Path, definition: dict[str, Any]) -> Layout:
-    naming = definition.get("naming") or {}
-    if all(k in naming for k in TEMPLATE_KEYS):
-        return Layout(root, {k: str(naming[k]) for k in TEMPLATE_KEYS})
-    return Layout.from_definition(root)
 
 
 def _cap(problems: list[Problem], check: str) -> list[Problem]:
@@ -88,11 +74,11 @@ def check_checksums(root: Path) -> list[Problem]:
     for rel, digest in track(sorted(sums.items()), "verify: checksums", total=len(sums)):
         path = root / rel
         if rel not in present:
-            out.append(Problem("checksum", rel, "listed in SHA256SUMS but missing"))
+            out.append(Problem("checksum", rel, f"listed in {MANIFEST} but missing"))
         elif sha256_file(path) != digest:
-            out.append(Problem("checksum", rel, "content does not match its SHA256SUMS checksum"))
+            out.append(Problem("checksum", rel, f"content does not match its {MANIFEST} checksum"))
     for rel in sorted(present - set(sums)):
-        out.append(Problem("checksum", rel, "file is not listed in SHA256SUMS"))
+        out.append(Problem("checksum", rel, f"file is not listed in {MANIFEST}"))
     return out
 
 
@@ -156,15 +142,16 @@ def check_splits(root: Path, df: pd.DataFrame) -> list[Problem]:
     if "split" in df.columns:
         merged = df[["patient_id", "split"]].merge(sp[["patient_id", "split"]], on="patient_id", suffixes=("", "_csv"))
         for pid in merged.loc[merged["split"].astype(str) != merged["split_csv"].astype(str), "patient_id"]:
-            out.append(Problem("split", f"{TABLE} ({pid})", "split column disagrees with train_test_splits.csv"))
+            out.append(Problem("split", f"{TABLE} ({pid})", f"split column disagrees with {SPLITS}"))
     return out
 
 
 def _folds(root: Path) -> int | None:
     """Number of cross-validation folds the release was built with (provenance), if recorded."""
     try:
-        prov = json.loads((root / "provenance.json").read_text())
-        return int((prov.get("split") or {}).get("folds"))
+        prov = json.loads((root / PROVENANCE).read_text())
+        folds = (prov.get("split") or {}).get("folds")
+        return None if folds is None else int(folds)
     except (OSError, ValueError, TypeError, AttributeError):
         return None
 
@@ -205,13 +192,15 @@ def _expected_files(layout: Layout, df: pd.DataFrame, root: Path) -> tuple[set[s
 
 def check_files(root: Path, layout: Layout, df: pd.DataFrame) -> list[Problem]:
     expected, out = _expected_files(layout, df, root)
+    case_dirs = layout.top_folders()
+    nested = {layout.corrections().relative_to(root).as_posix()}  # review outputs (etl/release/quality.py)
     for rel in release_files(root):
         top = rel.split("/", 1)[0]
         if "/" not in rel:
             if rel not in REQUIRED_FILES and rel not in OPTIONAL_FILES:
                 out.append(Problem("files", rel, "unexpected file in the release root"))
-        elif top in CASE_DIRS:
-            if rel not in expected and rel not in OPTIONAL_NESTED:
+        elif top in case_dirs:
+            if rel not in expected and rel not in nested:
                 out.append(Problem("files", rel, "file belongs to no table row (or breaks the naming templates)"))
         else:
             out.append(Problem("files", rel, "unexpected file outside the release layout"))
@@ -241,7 +230,7 @@ def check_niftis(root: Path, layout: Layout, df: pd.DataFrame, profile: str, phi
         for path, kind in files:
             rel = path.relative_to(root).as_posix()
             try:
-                img = nib.load(str(path))
+                img: Any = nib.load(str(path))  # a NIfTI (SpatialImage: shape, affine)
                 hdr = img.header
                 axcodes = "".join(nib.aff2axcodes(img.affine))
             except Exception as exc:  # nibabel raises many types for a broken file; each is a finding
@@ -309,7 +298,7 @@ def _data_damage(path: Path, hdr: Any) -> str | None:
 def check_metadata(root: Path, df: pd.DataFrame | None) -> list[Problem]:
     """provenance.json and croissant.json parse; Croissant checksums match; QC rows name table cases."""
     out: list[Problem] = []
-    for name in ("provenance.json", "croissant.json"):
+    for name in (PROVENANCE, CROISSANT):
         path = root / name
         if not path.exists():
             continue  # reported by the file check
@@ -318,20 +307,20 @@ def check_metadata(root: Path, df: pd.DataFrame | None) -> list[Problem]:
         except ValueError as exc:
             out.append(Problem("metadata", name, f"not valid JSON: {exc}"))
             continue
-        if name == "croissant.json":
+        if name == CROISSANT:
             for item in doc.get("distribution") or []:
                 rel, digest = item.get("contentUrl"), item.get("sha256")
                 if rel and digest and (root / rel).exists() and sha256_file(root / rel) != digest:
                     out.append(Problem("metadata", name, f"sha256 of {rel} does not match the file"))
-    qc_path = root / "segmentation_qc.parquet"
+    qc_path = root / QC
     if qc_path.exists() and df is not None:
         try:
             ids = set(pd.read_parquet(qc_path, columns=["patient_id"])["patient_id"].astype(str))
         except (OSError, ValueError, KeyError) as exc:
-            out.append(Problem("metadata", "segmentation_qc.parquet", f"unreadable: {str(exc)[:120]}"))
+            out.append(Problem("metadata", QC, f"unreadable: {str(exc)[:120]}"))
         else:
             for pid in sorted(ids - set(df["patient_id"].astype(str))):
-                out.append(Problem("metadata", f"segmentation_qc.parquet ({pid})", "QC row for a case not in the table"))
+                out.append(Problem("metadata", f"{QC} ({pid})", "QC row for a case not in the table"))
     return out
 
 
@@ -339,7 +328,7 @@ def check_phi(root: Path, phi_values: dict[str, str] | None = None, roots: tuple
     """Every non-NIfTI file (NIfTI headers are scanned with the orientation check)."""
     from etl.release.phi import scan_file
 
-    out = []
+    out: list[Problem] = []
     for rel in release_files(root):
         if rel.endswith((".nii", ".nii.gz")):
             continue
@@ -370,13 +359,13 @@ def verify_release(path: str | Path, *, checksums: bool = True, phi: bool = True
     if not root.is_dir():
         return [Problem("files", str(root), "not a directory")]
     if not (root / TABLE).exists() and not (root / MANIFEST).exists():
-        return [Problem("files", str(root), "not a release (no clinical_and_imaging_info.parquet, no SHA256SUMS)")]
+        return [Problem("files", str(root), f"not a release (no {TABLE}, no {MANIFEST})")]
     definition = _definition(root)
     profile = str(definition.get("profile") or "mama-mia-v1")
     problems: list[Problem] = []
     if profile not in PROFILES:
-        problems.append(Problem("orientation", "provenance.json", f"unknown orientation profile {profile!r}"))
-    layout = _layout(root, definition)
+        problems.append(Problem("orientation", PROVENANCE, f"unknown orientation profile {profile!r}"))
+    layout = Layout.from_recorded(root, definition)
     machine = release_roots(root, roots) if phi else ()
     if checksums:
         problems += check_checksums(root)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from etl.contracts import PROVENANCE
 from etl.report.model import Block, Figure, Section, Table, cell
 from etl.report.source import ReportSource
 from etl.report.validation import Status
@@ -18,7 +19,7 @@ from etl.report.validation import Status
 
 def _definition(src: ReportSource) -> tuple[dict[str, Any], str]:
     if src.kind == "release" and src.provenance.get("definition"):
-        return dict(src.provenance["definition"]), "provenance.json"
+        return dict(src.provenance["definition"]), PROVENANCE
     from etl.resources import data_path
     from etl.yamlfile import load_yaml_mapping
 

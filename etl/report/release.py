@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-REPORT = "report.html"
+from etl.contracts import REPORT
+
 
 
 def write_release_report(root: str | Path, *, verified: bool = True) -> Path:

@@ -17,7 +17,7 @@ import pandas as pd
 from etl.plotstyle import CYCLE, OKABE_ITO
 from etl.report import charts
 from etl.report.model import Block, Figure, Section, Table, cell, config
-from etl.report.source import CORRECTIONS, QC, RATINGS, ReportSource
+from etl.report.source import QC, RATINGS, ReportSource
 
 WORST_PX = 220
 
@@ -117,14 +117,15 @@ def section(src: ReportSource) -> tuple[Section | None, list[str]]:
     if ratings is None and not problems:
         absent.append(f"{RATINGS} (visual ratings, kappa)")
     corrections = None
-    if src.file(CORRECTIONS) is not None:
-        corrections = pd.read_parquet(src.file(CORRECTIONS))  # type: ignore[arg-type]
+    corrections_name, corrections_file = src.corrections()
+    if corrections_file is not None:
+        corrections = pd.read_parquet(corrections_file)
         if "current" in corrections.columns:  # a staged table keeps superseded imports; a release only current rows
             from etl.review.corrections import current_corrections
 
             corrections = current_corrections(corrections)
     else:
-        absent.append(f"{CORRECTIONS} (expert corrections)")
+        absent.append(f"{corrections_name} (expert corrections)")
     if qc is None and ratings is None and corrections is None:
         return None, absent
     sec = Section("segmentations", "Segmentations",

@@ -15,16 +15,14 @@ from typing import Any
 
 import pandas as pd
 
+from etl.contracts import CORRECTIONS, QC, RATINGS, SPLITS, TABLE, TABLE_CSV, TABLE_XLSX
 from etl.errors import ConfigError, EtlError, InputUnreadable
 from etl.layout import Layout
 
-TABLE_NAMES = ("clinical_and_imaging_info.parquet", "clinical_and_imaging_info.xlsx", "clinical_and_imaging_info.csv")
+TABLE_NAMES = (TABLE, TABLE_XLSX, TABLE_CSV)
 TABLE_SUFFIXES = (".parquet", ".xlsx", ".csv")
-# optional release files the Segmentations section reads (ARCHITECTURE.md, "Release directory")
-QC = "segmentation_qc.parquet"
-RATINGS = "segmentation_quality.csv"
-CORRECTIONS = "segmentations/corrections.parquet"
-SPLITS = "train_test_splits.csv"
+# optional release files the Segmentations section reads (ARCHITECTURE.md, "Release directory"): QC, RATINGS
+# at the top, corrections in the layout's segmentations folder (ReportSource.corrections)
 
 
 @dataclass
@@ -49,6 +47,13 @@ class ReportSource:
             return None
         p = self.root / rel
         return p if p.is_file() else None
+
+    def corrections(self) -> tuple[str, Path | None]:
+        """The expert corrections table (root-relative name, path if present) from the input's layout."""
+        if self.root is None or self.layout is None:
+            return CORRECTIONS, None
+        p = self.layout.corrections()
+        return p.relative_to(self.layout.root).as_posix(), (p if p.is_file() else None)
 
 
 def load_source(path: str | Path, table: str | Path | None = None) -> ReportSource:

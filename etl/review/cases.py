@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from etl.contracts import QC, REVIEW_CACHE_SUFFIX, SEGMENTATION_METHODS
 from etl.errors import InputUnreadable
 from etl.layout import Layout
 from etl.hashing import sha256_file
@@ -80,7 +81,7 @@ class CaseSet:
     def cache_dir(self) -> Path:
         """Default folder of the rendered views (see the module docstring)."""
         if self.kind == "release":
-            return self.root.with_name(self.root.name + ".review")
+            return self.root.with_name(self.root.name + REVIEW_CACHE_SUFFIX)
         return self.root / "review"
 
     def qc(self) -> dict[str, dict[str, Any]]:
@@ -176,7 +177,7 @@ def read_qc(root: Path) -> dict[str, dict[str, Any]]:
     import math
 
     out: dict[str, dict[str, Any]] = {}
-    qc_file = root / "segmentation_qc.parquet"
+    qc_file = root / QC
     if qc_file.is_file():
         try:
             import pandas as pd
@@ -189,7 +190,7 @@ def read_qc(root: Path) -> dict[str, dict[str, Any]]:
         except Exception:  # QC is optional context for a non-blind rater; never block the review on it
             out = {}
     try:
-        methods = json.loads((root / "segmentation_methods.json").read_text())
+        methods = json.loads((root / SEGMENTATION_METHODS).read_text())
     except (OSError, ValueError):
         methods = {}
     if isinstance(methods, dict):

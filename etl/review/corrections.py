@@ -34,7 +34,6 @@ from etl.layout import Layout
 
 log = logging.getLogger("etl.review.corrections")
 
-CORRECTIONS = "corrections.parquet"  # in the folder of the expert masks' parent (segmentations/)
 COLUMNS: dict[str, str] = {
     "patient_id": "string",
     "expert": "string",
@@ -136,8 +135,8 @@ def check_mask(path: Path, reference: Path) -> CheckedMask:
 
 
 def corrections_path(layout: Layout) -> Path:
-    """``segmentations/corrections.parquet`` next to the expert masks' folder."""
-    return layout.expert_mask("X").parent.parent / CORRECTIONS
+    """``segmentations/corrections.parquet``: in the folder that holds both mask folders (Layout)."""
+    return layout.corrections()
 
 
 def empty_table() -> pd.DataFrame:
@@ -368,7 +367,7 @@ def refresh_qc(layout: Layout, patient_ids: list[str]) -> None:
     """Update the staged ``segmentation_qc.parquet`` rows of the imported cases (its expert columns compare
     the automatic mask with the expert mask, which just changed). No QC table yet: nothing to do."""
     from etl.segment.config import SegmentationConfig
-    from etl.segment.io import Case
+    from etl.segment.io import case_at
     from etl.segment.stage import QC_COLUMNS, QC_FILE, case_quality, write_qc
 
     path = layout.root / QC_FILE
@@ -381,7 +380,7 @@ def refresh_qc(layout: Layout, patient_ids: list[str]) -> None:
         return
     rows = []
     for pid in patient_ids:
-        case = Case(pid, tuple(layout.images(pid)), layout.expert_mask(pid), layout.automatic_mask(pid))
+        case = case_at(layout, pid)
         if not case.automatic.exists():
             continue
         try:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from etl.contracts import RATINGS
 from etl.errors import EtlError
 from etl.layout import Layout
 from etl.review.assign import STRATA
@@ -110,7 +111,7 @@ def review_loop(mamamia: Callable[..., None], echo: Callable[[str], None], stage
     echo(f"[demo]   2 raters x {len(ids)} cases through the rating app: Cohen's kappa {fmt(k4)} (4 classes), "
          f"{fmt(k2)} (good vs needs correction)")
     mamamia("review", "agreement", db)
-    mamamia("review", "export", "--db", db, "--out", staged / "segmentation_quality.csv")
+    mamamia("review", "export", "--db", db, "--out", staged / RATINGS)
     packages = work / "packages"
     if packages.exists():
         shutil.rmtree(packages)

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from etl.atomic import atomic_path
+from etl.contracts import SEGMENTATION_METHODS
 from etl.hashing import sha256_file
 
-METHODS_FILE = "segmentation_methods.json"
+METHODS_FILE = SEGMENTATION_METHODS
 IDENTITY = ("method", "model_sha256", "folds")  # what makes two runs the same maker of masks
 
 Entry = dict[str, Any]

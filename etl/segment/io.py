@@ -11,6 +11,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -30,11 +31,13 @@ class Case:
     phases: tuple[Path, ...]
     expert: Path
     automatic: Path
+    case_id: str  # nnU-Net case identifier: the definition's split.nnunet_case_id (Layout.case_id)
 
-    @property
-    def case_id(self) -> str:
-        """nnU-Net case identifier (lower-case patient id, as in the file names)."""
-        return self.patient_id.lower()
+
+def case_at(layout: Layout, patient_id: str) -> Case:
+    """The staged case ``patient_id`` as the layout names its files (phases: those on disk, in order)."""
+    return Case(patient_id, tuple(layout.images(patient_id)), layout.expert_mask(patient_id),
+                layout.automatic_mask(patient_id), layout.case_id(patient_id))
 
 
 _PHASE_SENTINEL = 987_654_321  # rendered into the image template to find where the phase number goes
@@ -58,19 +61,21 @@ def _stray_phase(layout: Layout, patient_id: str, found: int) -> Path | None:
 
 
 def scan_cases(layout: Layout) -> tuple[list[Case], list[tuple[str, EtlError]]]:
-    """Cases = the folders under images/, sorted; plus the folders that are not usable cases.
+    """Cases = the case folders of the image template (``images/``), sorted; plus the folders that are not
+    usable cases.
 
     A folder without phase 0000, or with a gap in its phase numbers, is returned as (patient_id, error)
     so the stage can record it and go on with the others. No folder at all is an error.
     """
-    images = layout.root / "images"
+    images = layout.folder("image")
+    where = images.relative_to(layout.root).as_posix()
     if not images.is_dir():
-        raise InputUnreadable("not a staged directory: no images/ folder", str(layout.root))
+        raise InputUnreadable(f"not a staged directory: no {where}/ folder", str(layout.root))
     cases: list[Case] = []
     problems: list[tuple[str, EtlError]] = []
     folders = sorted(p for p in images.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
-        raise InputUnreadable("no cases under images/", str(images))
+        raise InputUnreadable(f"no cases under {where}/", str(images))
     for folder in folders:
         pid = folder.name
         phases = tuple(layout.images(pid))
@@ -83,7 +88,7 @@ def scan_cases(layout: Layout) -> tuple[list[Case], list[tuple[str, EtlError]]]:
             problems.append((pid, InputUnreadable(f"phase {len(phases):04d} is missing but {stray.name} exists",
                                                   str(layout.image(pid, len(phases))))))
             continue
-        cases.append(Case(pid, phases, layout.expert_mask(pid), layout.automatic_mask(pid)))
+        cases.append(case_at(layout, pid))
     return cases, problems
 
 
@@ -97,12 +102,12 @@ def find_cases(layout: Layout) -> list[Case]:
 
 def load(path: Path) -> nib.Nifti1Image:
     try:
-        img = nib.load(str(path))  # parses the header; data is read lazily by read_array
+        img: Any = nib.load(str(path))  # parses the header; data is read lazily by read_array
     except (OSError, nib.filebasedimages.ImageFileError, EOFError) as exc:
         raise InputUnreadable(f"cannot read NIfTI: {exc}", str(path)) from exc
     if len(img.shape) != 3:
         raise InputUnreadable(f"expected a 3-D image, got shape {img.shape}", str(path))
-    return img  # type: ignore[return-value]
+    return cast(nib.Nifti1Image, img)
 
 
 def read_array(path: Path, dtype: type = np.float32) -> np.ndarray:

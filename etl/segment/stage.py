@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from etl.atomic import atomic_path
+from etl.contracts import QC
 from etl.errors import ConfigError, EtlError, SegmentError
 from etl.layout import Layout
 from etl.progress import track
@@ -35,7 +36,7 @@ from etl.segment.io import (Case, grid_difference, load, read_array, read_phases
 
 log = logging.getLogger("etl.segment")
 
-QC_FILE = "segmentation_qc.parquet"
+QC_FILE = QC
 METHODS_FILE = book.METHODS_FILE  # patient_id -> what made its automatic mask (etl/segment/bookkeeping.py)
 QC_COLUMNS = {
     "patient_id": "string",

@@ -2,7 +2,7 @@
 
 The TCIA names are not computed here: each collection's mapping file declares its TCIA collection and the
 rule from the table id to the TCIA patient id (``tcia:`` section of ``mappings/<collection>.yaml``), so a new
-collection is a new YAML file. Reading a manifest back (and applying exclusions) is ``etl.extract.manifest``.
+collection is a new YAML file. Reading a manifest back (and applying exclusions) is ``etl.caselist``.
 """
 
 from __future__ import annotations

@@ -254,7 +254,7 @@ def cases_from_manifest(
     manifest: str | os.PathLike[str] | None, exclusions: str | os.PathLike[str] | None = None
 ) -> tuple[list[Case], dict[str, str], Path]:
     """Manifest cases minus exclusions (shipped list plus ``exclusions``), in manifest order."""
-    from etl.extract.manifest import cases_to_fetch
+    from etl.caselist import cases_to_fetch
     from etl.resources import data_path
 
     path = Path(manifest) if manifest is not None else data_path("manifests/mama-mia-v1.csv")

@@ -27,15 +27,14 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from etl.errors import EtlError, InputUnreadable, ValidationFailed
-from etl.layout import TEMPLATE_KEYS, Layout
+from etl.contracts import PROVENANCE, SPLITS, TABLE
+from etl.layout import Layout
 
 if TYPE_CHECKING:
     import numpy as np
 
 log = logging.getLogger("etl.release.api")
 
-TABLE = "clinical_and_imaging_info.parquet"
-SPLITS = "train_test_splits.csv"
 PATH_COLUMNS = ("image_paths", "expert_mask_path", "automatic_mask_path", "mask_path", "patient_info_path")
 MASK_KINDS = ("expert", "automatic", "any")
 SPLITS_NAMES = ("train", "val", "test")
@@ -69,12 +68,8 @@ class Release:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
         if not (self.root / TABLE).is_file():
-            raise InputUnreadable("not a release directory (no clinical_and_imaging_info.parquet)", str(self.root))
-        naming = self.provenance.get("definition", {}).get("naming") or {}
-        if all(k in naming for k in TEMPLATE_KEYS):
-            self.layout = Layout(self.root, {k: str(naming[k]) for k in TEMPLATE_KEYS})
-        else:
-            self.layout = Layout.from_definition(self.root)
+            raise InputUnreadable(f"not a release directory (no {TABLE})", str(self.root))
+        self.layout = Layout.from_recorded(self.root, dict(self.provenance.get("definition") or {}))
 
     def __repr__(self) -> str:
         rel = self.provenance.get("release", {})
@@ -83,7 +78,7 @@ class Release:
     @cached_property
     def provenance(self) -> dict[str, Any]:
         try:
-            return json.loads((self.root / "provenance.json").read_text())
+            return json.loads((self.root / PROVENANCE).read_text())
         except (OSError, ValueError):
             return {}
 
@@ -274,11 +269,7 @@ class Release:
 
     def nnunet_case_id(self, patient_id: str) -> str:
         """The case identifier the release's ``splits_final.json`` uses (split.nnunet_case_id template)."""
-        from etl.split import SplitSettings, _case_id
-
-        split = dict(self.provenance.get("definition", {}).get("split") or {})
-        template = SplitSettings.from_mapping({k: v for k, v in split.items() if k == "nnunet_case_id"}).nnunet_case_id
-        return _case_id(str(patient_id), template)
+        return self.layout.case_id(str(patient_id))
 
     def patient_info(self, patient_id: str) -> dict[str, Any]:
         return json.loads(self.layout.patient_info(self._check_patient(patient_id)).read_text())

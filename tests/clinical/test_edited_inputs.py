@@ -124,7 +124,7 @@ def test_base_faults_are_one_line_errors_and_write_nothing(nact, cli):
 def test_shipped_exclusions_apply_to_the_build(nact, cli, monkeypatch):
     shipped = nact / "exclusions.csv"
     shipped.write_text("patient_id,reason\nNACT_02,consent withdrawn\n")
-    monkeypatch.setattr("etl.extract.manifest.shipped_exclusions_path", lambda: shipped)
+    monkeypatch.setattr("etl.caselist.shipped_exclusions_path", lambda: shipped)
     out = nact / "t.csv"
     res = cli("clinical", "build", "--base", nact / "base.csv", "--manifest", nact / "m.csv", "--out", out)
     assert res.exit_code == 0, res.stderr

@@ -13,7 +13,7 @@ import requests
 
 from etl.errors import ExtractError, InputUnreadable
 from etl.extract.cache import Cache, SeriesFile, SeriesRecord
-from etl.extract.manifest import cases_to_fetch, read_manifest
+from etl.caselist import cases_to_fetch, read_manifest
 from etl.extract.retry import PermanentError, RetryPolicy, TransientError, call_with_retry
 from etl.extract.zipcheck import check_series_zip, safe_member_name
 from etl.standins.faults import ALWAYS, Faults

@@ -201,7 +201,7 @@ def test_recorded_series_of_another_geometry_is_refused(tmp_path: Path) -> None:
 def test_convert_series_uids_from_manifest_and_file(cli, tmp_path: Path) -> None:
     """`convert --series-uids from-manifest` reads tcia_series_uid of the shipped manifest; a FILE lists
     patient_id, series_uid rows (several per patient allowed)."""
-    from etl.extract.manifest import read_manifest
+    from etl.caselist import read_manifest
     from etl.resources import data_path
 
     uid = next(c.tcia_series_uid for c in read_manifest(data_path("manifests/mama-mia-v1.csv"))

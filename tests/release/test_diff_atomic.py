@@ -68,14 +68,14 @@ def test_diff_removed_case_and_files(staged, release_dir: Path, tmp_path: Path) 
 
 
 def test_injected_failure_leaves_previous_release_untouched(staged, release_copy: Path, monkeypatch) -> None:
-    import etl.release.build as build
+    import etl.release.documents as documents
 
     before = (release_copy / "SHA256SUMS").read_bytes()
 
     def boom(*a, **k):  # type: ignore[no-untyped-def]
         raise OSError("disk full (injected)")
 
-    monkeypatch.setattr(build, "_licenses", boom)
+    monkeypatch.setattr(documents, "licenses", boom)
     with pytest.raises(OSError, match="injected"):
         _build(staged.definition, release_copy)
     assert (release_copy / "SHA256SUMS").read_bytes() == before

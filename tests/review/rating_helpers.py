@@ -29,7 +29,7 @@ def build_review_staged(base: Path) -> Path:
 
     from etl.layout import Layout
     from etl.segment.io import write_nifti
-    from etl.segment.synthetic import stage_phantom
+    from etl.synth.staged import stage_phantom
     from etl.synth.phantom import make_phantom
 
     root = base / "staged"

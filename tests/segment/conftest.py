@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from etl.segment.synthetic import stage_phantoms
+from etl.synth.staged import stage_phantoms
 
 # The tiny model was trained on seeds 10000+ and measured on 90000+; tests use yet other seeds.
 UNSEEN_SEEDS = [7001, 7002, 7003, 7004, 7005, 7006]

@@ -102,7 +102,7 @@ def test_masks_on_the_image_grid(nnunet_run, tmp_path: Path, rewrite_case) -> No
     an oblique affine, a sagittal orientation, and an all-zero image."""
     from etl.segment.io import write_nifti
     from etl.segment.stage import run_segmentation
-    from etl.segment.synthetic import stage_phantoms
+    from etl.synth.staged import stage_phantoms
 
     root, _ = nnunet_run
     odd = tmp_path / "odd"
@@ -155,7 +155,7 @@ def test_errors_are_one_line(cli, phantom_staged: Path, tmp_path: Path, monkeypa
 @pytest.mark.slow
 def test_killed_run_resumes(phantom_staged: Path, tmp_path: Path) -> None:
     """A real `mamamia segment` killed mid-run leaves only whole masks; the rerun does the rest."""
-    from etl.segment.synthetic import stage_phantoms
+    from etl.synth.staged import stage_phantoms
 
     root = tmp_path / "staged"
     shutil.copytree(phantom_staged, root)

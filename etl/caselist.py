@@ -1,4 +1,8 @@
-"""Which cases to download: the release manifest minus the exclusions.
+"""The release's case list: the manifest minus the exclusions, shared by every stage.
+
+Extraction downloads these cases, conversion and the clinical build skip the excluded ones, the rebuild
+plans them and the release build is the last gate (an excluded case never ships). The list lives here, below
+every stage, so no stage climbs into another one to learn which cases exist.
 
 Manifest (``manifests/mama-mia-v1.csv``): ``patient_id, dataset, tcia_collection, tcia_patient_id,
 tcia_series_uid`` (one row per case; the series UID names the case's reference series). Exclusions
@@ -15,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from etl.errors import InputUnreadable
+from etl.resources import data_path
 
-log = logging.getLogger("etl.extract.manifest")
+log = logging.getLogger("etl.caselist")
 
 MANIFEST_COLUMNS = ("patient_id", "dataset", "tcia_collection", "tcia_patient_id", "tcia_series_uid")
 EXCLUSION_COLUMNS = ("patient_id", "reason")
@@ -67,8 +72,6 @@ def read_manifest(path: str | os.PathLike[str]) -> list[ManifestCase]:
 
 def shipped_exclusions_path() -> Path | None:
     """``manifests/exclusions.csv`` from the installed package, or None if it is not shipped (yet)."""
-    from etl.resources import data_path
-
     try:
         return data_path("manifests/exclusions.csv")
     except FileNotFoundError:

@@ -1,5 +1,8 @@
 """Staged cases built from ``etl.synth.phantom`` (training data for the tiny model, tests, benchmarks).
 
+The test-data generator depends on the product (it writes staged cases the segment stage reads), never the
+reverse: ``etl.segment`` imports nothing from ``etl.synth``.
+
 The phantom's array axes run Left, Posterior, Superior (LPS+); NIfTI affines map to RAS+, so the
 affine is diag(-sx, -sy, sz): ``aff2axcodes`` reports ('L', 'P', 'S'), the v1 axial profile.
 """
