@@ -79,7 +79,6 @@ def main() -> int:
     ap.add_argument("--page-cases", type=int, default=50, help="cases to load pages of")
     ap.add_argument("--work", type=Path, default=None, help="work folder (kept; default: a temp folder)")
     args = ap.parse_args()
-    os.environ.setdefault("MAMAMIA_GZIP_THREADS", "1")
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-review-"))
     root = work / "staged"
     print(f"work folder: {work}", file=sys.stderr)

@@ -32,7 +32,6 @@ class CaseJob:
     patient_id: str
     profile: str = "mama-mia-v1"
     definition: str | None = None
-    threads: int | None = None
     all_series: bool = False  # take every series of the dynamic geometry (series_filter off)
     series_uids: tuple[str, ...] = ()  # series UIDs recorded for the case (--series-uids)
     series_uids_source: str = ""  # where they were to come from ("" = not asked for)
@@ -76,9 +75,9 @@ def inventory_tsv(inv: Any) -> str:
 def convert_case(job: CaseJob) -> dict[str, Any]:
     """Convert one case into the staged directory; skip it when its imaging JSON already exists."""
     from etl.atomic import write_text
-    from etl.transform.dicom import read_phase
     from etl.transform.headers import extract
-    from etl.transform.nifti import profile_codes, view_of, write_phase
+    from etl.transform.nifti import profile_codes, view_of
+    from etl.transform.phase_writer import write_phase_from_dicom
 
     layout = _layout(job)
     marker = layout.imaging_json(job.patient_id)
@@ -88,8 +87,7 @@ def convert_case(job: CaseJob) -> dict[str, Any]:
     profile_codes(job.profile, view_of(inv.phases[0].affine))  # fail before writing if the view has no profile
     values = extract(inv)
     for i, phase in enumerate(inv.phases):
-        write_phase(layout.image(job.patient_id, i), read_phase(phase), phase.affine, job.profile,
-                    threads=job.threads)
+        write_phase_from_dicom(layout.image(job.patient_id, i), phase, job.profile)
     stale = len(inv.phases)
     while (extra := layout.image(job.patient_id, stale)).exists():  # a previous run with more phases
         extra.unlink()
@@ -111,9 +109,10 @@ def is_single_case(root: Path) -> bool:
         return True
     if all(UID_DIR.match(p.name) for p in subdirs):
         return True
-    owners = {_owner_of(d) for d in subdirs}
+    found = [_owner_of(d) for d in subdirs]
+    owners = {o for o in found if o is not None}
     media = any(f.name.upper() == "DICOMDIR" for f in files)  # a DICOM medium: one patient on it is one case
-    if not (len(subdirs) > 1 or media) or None in owners:
+    if not (len(subdirs) > 1 or media) or any(o is None for o in found):
         return False
     if len({study for _, study in owners}) == 1:  # series folders of one study, however they are named
         return True
@@ -140,13 +139,24 @@ def _image_header(path: Path) -> Any:
 
 
 def _owner_of(folder: Path) -> tuple[str, str] | None:
-    """(PatientID or "", StudyInstanceUID) of the first DICOM image under ``folder``."""
-    for dirpath, dirnames, filenames in sorted(os.walk(folder)):
-        dirnames.sort()
-        for name in sorted(filenames):
-            head = _image_header(Path(dirpath) / name)
+    """(PatientID or "", StudyInstanceUID) of the first DICOM image under ``folder``, in sorted order.
+
+    Depth first and lazy: the first image decides, so a case folder of hundreds of files costs one listing
+    per level, not a walk of the whole tree (deciding the layout of 1506 cases must not read the corpus)."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return None
+    for entry in entries:
+        if entry.is_file():
+            head = _image_header(Path(entry.path))
             if head is not None:
                 return (head.patient_id or "", head.study_uid)
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            owner = _owner_of(Path(entry.path))
+            if owner is not None:
+                return owner
     return None
 
 

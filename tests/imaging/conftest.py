@@ -39,6 +39,6 @@ def converted(studies, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     for profile in ("mama-mia-v1", "challenge"):
         root = tmp_path_factory.mktemp(f"staged-{profile}")
         for truth in studies.values():
-            convert_case(CaseJob(str(truth.root), str(root), truth.spec.patient_id, profile, threads=1))
+            convert_case(CaseJob(str(truth.root), str(root), truth.spec.patient_id, profile))
         roots[profile] = root
     return roots

@@ -76,7 +76,7 @@ def test_full_geometry_round_trip(v1_table: pd.DataFrame, tmp_path) -> None:
     row = v1_table.loc[sizes.astype(float).idxmin()]
     spec = spec_from_row(row, full_geometry=True)
     write_study(tmp_path / "dicom", spec, seed=7)
-    convert_case(CaseJob(str(tmp_path / "dicom"), str(tmp_path / "staged"), row["patient_id"], threads=1))
+    convert_case(CaseJob(str(tmp_path / "dicom"), str(tmp_path / "staged"), row["patient_id"]))
     record = json.loads(Layout.from_definition(tmp_path / "staged").imaging_json(row["patient_id"]).read_text())
     assert record["patient_id"] == row["patient_id"]
     text = published_text(record)

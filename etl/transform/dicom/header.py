@@ -36,7 +36,7 @@ def _clock(ds: Any, pairs: tuple[tuple[str, str], ...] = _ACQ_CLOCK_TAGS) -> flo
     adt = ds.get("AcquisitionDateTime") if pairs is _ACQ_CLOCK_TAGS else None
     if adt:
         try:
-            return DT(str(adt)).timestamp()  # type: ignore[union-attr]
+            return DT(str(adt)).timestamp()
         except (ValueError, TypeError, OverflowError):
             pass
     for date_tag, time_tag in pairs:
@@ -134,7 +134,7 @@ def _pydicom_slice(path: Path, force: bool) -> Slice | None:
             raise DicomError(f"truncated file: an image (SOP class {sop or '?'}) without pixel data, "
                              f"{os.path.getsize(path)} bytes", str(path))
         return None  # DICOMDIR, reports, presentation states: no pixels by design
-    raw = ds.get_item("PixelData", keep_deferred=True)
+    raw: Any = ds.get_item("PixelData", keep_deferred=True)  # RawDataElement when deferred (value_tell, length)
     meta = getattr(ds, "file_meta", None)
     tsyntax = str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2") if meta is not None else "1.2.840.10008.1.2")
     if force and (meta is None or "TransferSyntaxUID" not in meta):  # bare data set: the encoding pydicom found
@@ -274,7 +274,7 @@ def expand_frames(s: Slice) -> list[Slice]:
         clock = s.clock
         if content:
             try:
-                clock = DT(str(content)).timestamp()  # type: ignore[union-attr]
+                clock = DT(str(content)).timestamp()
             except (ValueError, TypeError, OverflowError):
                 pass
         temporal = dict(s.temporal)

@@ -40,16 +40,17 @@ def split_phases(uid: str, slices: list[Slice]) -> list[list[Slice]]:
     if m == 1:
         return [slices]
     for tag in TEMPORAL_TAGS:
-        keys = [s.clock for s in slices] if tag == "AcquisitionTime" else [s.temporal.get(tag) for s in slices]
-        if any(k is None for k in keys):
+        maybe = [s.clock for s in slices] if tag == "AcquisitionTime" else [s.temporal.get(tag) for s in slices]
+        keys = [k for k in maybe if k is not None]
+        if len(keys) < len(maybe):
             continue
         groups: dict[float, list[int]] = defaultdict(list)
         for i, k in enumerate(keys):
-            groups[k].append(i)  # type: ignore[index]
+            groups[k].append(i)
         if len(groups) == m and all(len({pos[i] for i in g}) == len(g) for g in groups.values()):
             log.debug("series %s: %d phases by %s", uid, m, tag)
-            return [[slices[i] for i in groups[k]] for k in sorted(groups)]  # type: ignore[type-var]
-        ranked = _rank_split(at, keys, m)  # type: ignore[arg-type]
+            return [[slices[i] for i in groups[k]] for k in sorted(groups)]
+        ranked = _rank_split(at, keys, m)
         if ranked is not None:
             log.debug("series %s: %d phases by %s ranks", uid, m, tag)
             return [[slices[i] for i in g] for g in ranked]

@@ -7,6 +7,8 @@ rescale allows it, so an unscaled uint16 series stays uint16.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pydicom
 
@@ -30,30 +32,42 @@ def read_stored(phase: Phase) -> np.ndarray:
     first = phase.slices[0]
     dtype = stored_dtype(first)
     out = np.empty((len(phase.slices), first.rows, first.cols), dtype=dtype)
-    nbytes = first.rows * first.cols * dtype.itemsize
     for k, s in enumerate(phase.slices):
-        if s.pixel_offset is not None:
-            with open(s.path, "rb", buffering=0) as fh:
-                fh.seek(s.pixel_offset)
-                got = fh.readinto(memoryview(out[k]).cast("B"))
-            if got != nbytes:
-                raise DicomError(f"truncated file: read {got} of {nbytes} pixel bytes", where(s))
-            _sign_extend(out[k], s)
-        else:
-            out[k] = _decode(s)  # pydicom applies BitsStored itself
+        read_plane(s, out[k])  # pydicom applies BitsStored itself to what it decodes
     return out
 
 
-def _sign_extend(plane: np.ndarray, s: Slice) -> None:
+def read_plane(s: Slice, out: np.ndarray) -> None:
+    """The stored values of one slice into ``out`` (rows, cols), as ``read_stored`` reads each of them."""
+    if s.pixel_offset is not None:
+        with open(s.path, "rb", buffering=0) as fh:
+            fh.seek(s.pixel_offset)
+            got = fh.readinto(out.data.cast("B"))
+        if got != out.nbytes:
+            raise DicomError(f"truncated file: read {got} of {out.nbytes} pixel bytes", where(s))
+        sign_extend(out, s)
+    else:
+        out[...] = decode_slice(s)
+
+
+def is_unscaled(phase: Phase) -> bool:
+    """Every slice has slope 1 and intercept 0: the stored values are the real-world values."""
+    return all(s.slope == 1.0 and s.intercept == 0.0 for s in phase.slices)
+
+
+def needs_sign_extension(s: Slice, dtype: np.dtype) -> bool:
+    return bool(s.signed and s.bits_stored and s.bits_stored < 8 * dtype.itemsize)
+
+
+def sign_extend(plane: np.ndarray, s: Slice) -> None:
     """Signed values stored in fewer bits than allocated (e.g. 12 of 16): the raw bytes need sign extension."""
-    stored = s.bits_stored
-    if s.signed and stored and stored < 8 * plane.dtype.itemsize:
-        shift = 8 * plane.dtype.itemsize - stored
+    if needs_sign_extension(s, plane.dtype):
+        shift = 8 * plane.dtype.itemsize - int(s.bits_stored or 0)
         plane <<= shift
         plane >>= shift  # arithmetic shift on a signed dtype
 
 
-def _decode(s: Slice) -> np.ndarray:
+def decode_slice(s: Slice) -> np.ndarray:
     """Decode one slice through pydicom's pixel handlers (compressed, big endian, odd layouts)."""
     from pydicom.errors import InvalidDicomError
 
@@ -73,30 +87,54 @@ def _decode(s: Slice) -> np.ndarray:
     return arr
 
 
+@dataclass(frozen=True)
+class Rescale:
+    """How a rescaled phase's stored values become real-world values, decided once for the whole phase.
+
+    The output type depends on the whole phase's stored range (the smallest integer type that holds every
+    value when slopes and intercepts are whole numbers, else float32), so it is decided from the range and
+    then applied plane by plane: the whole-array reader and the streaming writer share this, byte for byte.
+    """
+
+    slopes: np.ndarray  # per slice, float64
+    inters: np.ndarray
+    dtype: np.dtype  # of the real-world values
+    wide: np.dtype | None  # integer type the integral arithmetic runs in; None: float32 arithmetic
+
+    def plane(self, stored: np.ndarray, k: int) -> np.ndarray:
+        """Real-world values of slice ``k`` from its stored values."""
+        if self.wide is None:
+            return (stored.astype(np.float32) * np.float32(self.slopes[k]) + np.float32(self.inters[k]))
+        wide = stored.astype(self.wide)
+        wide *= self.wide.type(int(self.slopes[k]))
+        wide += self.wide.type(int(self.inters[k]))
+        return wide.astype(self.dtype)
+
+
+def rescale_for(phase: Phase, lo: float, hi: float) -> Rescale | None:
+    """The rescale of ``phase`` whose stored values span [lo, hi]; None when it is the identity."""
+    slopes = np.array([s.slope for s in phase.slices], dtype=np.float64)
+    inters = np.array([s.intercept for s in phase.slices], dtype=np.float64)
+    if np.all(slopes == 1.0) and np.all(inters == 0.0):
+        return None
+    stored = stored_dtype(phase.slices[0])
+    if np.all(slopes == np.round(slopes)) and np.all(inters == np.round(inters)):
+        ends = [x * a + b for x in (lo, hi) for a in slopes for b in inters]
+        # Smallest integer type holding every value (the stored type first: unchanged files stay uint16).
+        for dt in (stored, np.dtype("<u2"), np.dtype("<i2"), np.dtype("<i4")):
+            info = np.iinfo(dt)
+            if info.min <= min(ends) and max(ends) <= info.max:
+                return Rescale(slopes, inters, dt, np.dtype(np.int64 if dt.itemsize >= 4 else np.int32))
+    return Rescale(slopes, inters, np.dtype(np.float32), None)
+
+
 def read_phase(phase: Phase) -> np.ndarray:
     """Real-world values of a phase as (k, r, c): integer dtype kept when the rescale allows, else float32."""
     stored = read_stored(phase)
-    slopes = np.array([s.slope for s in phase.slices])
-    inters = np.array([s.intercept for s in phase.slices])
-    if np.all(slopes == 1.0) and np.all(inters == 0.0):
+    rescale = rescale_for(phase, float(stored.min()), float(stored.max())) if stored.size else None
+    if rescale is None:
         return stored
-    integral = np.all(slopes == np.round(slopes)) and np.all(inters == np.round(inters))
-    if integral and stored.size:
-        lo, hi = float(stored.min()), float(stored.max())
-        ends = [x * a + b for x in (lo, hi) for a in slopes for b in inters]
-        # Smallest integer type holding every value (the stored type first: unchanged files stay uint16).
-        for dt in (stored.dtype, np.dtype("<u2"), np.dtype("<i2"), np.dtype("<i4")):
-            info = np.iinfo(dt)
-            if info.min <= min(ends) and max(ends) <= info.max:
-                wide = stored.astype(np.int64 if dt.itemsize >= 4 else np.int32)
-                if len(set(slopes)) == 1 and len(set(inters)) == 1:
-                    wide *= int(slopes[0])
-                    wide += int(inters[0])
-                else:
-                    wide *= slopes.astype(np.int64)[:, None, None].astype(wide.dtype)
-                    wide += inters.astype(np.int64)[:, None, None].astype(wide.dtype)
-                return wide.astype(dt)
-    out = stored.astype(np.float32)
+    out = np.empty(stored.shape, dtype=rescale.dtype)
     for k in range(out.shape[0]):
-        out[k] = out[k] * np.float32(slopes[k]) + np.float32(inters[k])
+        out[k] = rescale.plane(stored[k], k)
     return out
