@@ -33,6 +33,12 @@ def register(app: typer.Typer) -> None:
         no_verify: bool = typer.Option(False, "--no-verify", help="Skip verifying the built release before the rename."),
         report: bool = typer.Option(False, "--report", help="Also write report.html, the self-contained data card "
                                     "(`mamamia report`), listed in SHA256SUMS."),
+        jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Cases copied and hashed in parallel by local "
+                                 "processes (same bytes as one job)."),
+        scheduler: str | None = typer.Option(None, "--scheduler", help="dask.distributed scheduler address "
+                                             "(tcp://host:8786); copies and hashes the cases on that cluster "
+                                             "instead (its workers must see the staged directories and --out "
+                                             "at the same paths)."),
     ) -> None:
         """Build a release directory: tables, images, masks, splits, data card, provenance, SHA256SUMS."""
         import time
@@ -47,7 +53,8 @@ def register(app: typer.Typer) -> None:
             raise InputUnreadable("release definition not found", str(definition))
         defn = load_definition(definition, staged=staged or None, table=table, previous=previous,
                                cases="staged" if only_staged else None, split_file=split_file)
-        res = build_release(defn, out, link=link, verify=not no_verify, report=report)
+        res = build_release(defn, out, link=link, verify=not no_verify, report=report, jobs=jobs,
+                            scheduler=scheduler)
         typer.echo(
             f"built {defn.release_id}: {res.cases} cases, {res.images} images, {res.expert_masks} expert and "
             f"{res.automatic_masks} automatic masks, {res.files} files, {res.size_bytes / 1e6:.1f} MB "

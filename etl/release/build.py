@@ -6,7 +6,8 @@ into place only once the release verifies:
 1. inputs (``inputs.py``): the table rows to release (minus exclusions; ``cases: table`` = all rows, each must
    have images; ``cases: staged`` = rows whose images are staged), each case's staged files, staged imaging
    values, the checks that stop a build before anything is written, and the split;
-2. case files (``casefiles.py``): NIfTIs copied byte for byte, per-case patient info, per-case QC rows;
+2. case files (``casefiles.py``): NIfTIs copied byte for byte, per-case patient info, per-case QC rows (one
+   job per case through ``etl.runner``: ``--jobs N`` local processes or a ``--scheduler`` dask cluster);
 3. tables (``tablefiles.py``): QC, review outputs, the typed table and its xlsx, the split CSV and JSON;
 4. documents (``documents.py``): data dictionary, licences, Croissant, provenance, changelog, data card;
 5. checksums (``manifest.seal``): SHA256SUMS last; then verify the partial directory.
@@ -29,6 +30,7 @@ from etl.release.documents import write_documents
 from etl.release.inputs import read_inputs
 from etl.release.manifest import seal
 from etl.release.tablefiles import write_tables
+from etl.types import StrPath
 
 log = logging.getLogger("etl.release.build")
 
@@ -47,16 +49,19 @@ class BuildResult:
     merged_strata: dict[str, str] = field(default_factory=dict)
 
 
-def build_release(defn: ReleaseDefinition, out: str | Path, *, link: bool = False, verify: bool = True,
-                  report: bool = False) -> BuildResult:
-    """Build the release ``out`` from a definition (see the module docstring for the steps)."""
+def build_release(defn: ReleaseDefinition, out: StrPath, *, link: bool = False, verify: bool = True,
+                  report: bool = False, jobs: int = 1, scheduler: str | None = None) -> BuildResult:
+    """Build the release ``out`` from a definition (see the module docstring for the steps).
+
+    ``jobs`` / ``scheduler``: where the case files are copied and hashed (``etl.runner``: in this process, a
+    local pool of ``jobs`` processes, or a dask.distributed cluster); the release's bytes are the same."""
     from etl.atomic import atomic_dir
 
     out = Path(out).resolve()
     check_out(out, defn)
     inp = read_inputs(defn)
     with atomic_dir(out) as tmp:
-        files = write_case_files(defn, inp, tmp, link)
+        files = write_case_files(defn, inp, tmp, link, jobs, scheduler)
         review = write_tables(defn, inp, files, tmp)
         write_documents(defn, inp, files, review, tmp, out, report=report, verified=verify)
         final = seal(tmp, files.known)

@@ -1,7 +1,9 @@
-"""convert and FTV segmentation through a real dask.distributed cluster give the local run's bytes.
+"""convert, FTV segmentation and the release build through a real dask.distributed cluster give the local
+run's bytes.
 
 A `dask scheduler` and a `dask worker --nworkers 2` run as separate processes on 127.0.0.1 (bounded by a
-timeout, always stopped); `mamamia rebuild --scheduler` sends the per-case work of convert and segment there.
+timeout, always stopped; one cluster for the module); `mamamia rebuild --scheduler` sends the per-case work
+of convert and segment there, `mamamia release build --scheduler` the copying and hashing of the case files.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=15)
 
 
-@pytest.fixture
-def dask_cluster(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A scheduler and two worker processes on the loopback; yields the scheduler address."""
+    tmp_path = tmp_path_factory.mktemp("dask")
     if not DASK.exists():
         pytest.fail(f"the dask command line is not installed next to {sys.executable}")
     info = tmp_path / "scheduler.json"
@@ -101,4 +104,26 @@ def test_convert_and_ftv_on_a_dask_cluster_match_the_local_run_byte_for_byte(das
     assert len(runs["local"]) == 2 * 3 + 2 + 2  # 3 phases per case, imaging JSON, automatic mask
     assert sorted(runs["dask"]) == sorted(runs["local"])
     differ = [k for k in runs["local"] if runs["local"][k] != runs["dask"][k]]
+    assert not differ, differ
+
+
+def test_release_build_on_a_dask_cluster_matches_the_local_build_byte_for_byte(dask_cluster, cli, tmp_path):
+    from distributed import Client, get_task_stream
+
+    from tests.release.release_helpers import make_staged
+
+    staged = make_staged(tmp_path / "inputs")
+    builds = {}
+    with Client(dask_cluster, timeout="30s") as client:
+        for name, extra in (("local", ["--jobs", "1"]), ("dask", ["--scheduler", dask_cluster])):
+            out = tmp_path / name / "release"
+            with get_task_stream(client) as stream:
+                res = cli("release", "build", staged.definition, "--out", out, *extra)
+            assert res.exit_code == 0, res.stderr + res.stdout
+            # the dask build ran one task per case on the cluster; the local one none
+            assert len(stream.data) == (len(staged.ids) if name == "dask" else 0), stream.data
+            builds[name] = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert sum(rel.startswith("images/") for rel in builds["local"]) > len(staged.ids)
+    assert sorted(builds["dask"]) == sorted(builds["local"])
+    differ = [k for k in builds["local"] if builds["local"][k] != builds["dask"][k]]
     assert not differ, differ

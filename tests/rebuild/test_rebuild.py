@@ -199,6 +199,20 @@ def test_the_shipped_v1_definition_plans_every_public_source(cli, tmp_path):
     assert f"--base {tmp_path / 'synapse' / 'syn60868042' / 'clinical_and_imaging_info.xlsx'}" in res.stdout
     convert = next(line for line in res.stdout.splitlines() if "[convert]" in line)
     assert convert.endswith("--jobs 2 --scheduler tcp://127.0.0.1:8786")
+    release = next(line for line in res.stdout.splitlines() if "[release]" in line)
+    assert "mamamia release build " in release and release.endswith("--jobs 2 --scheduler tcp://127.0.0.1:8786")
+    # --jobs and --scheduler are volatile: the ledger's command fingerprint is the same with or without them,
+    # so a ledger written before the release build took them does not redo the stage
+    from etl.rebuild.plan import expand
+    from etl.rebuild.spec import load_spec
+
+    def release_command(**run) -> tuple[list[str], list[str]]:
+        stage = next(s for s in expand(load_spec(data_path("release/v1.yaml"), tmp_path, **run)) if s.name == "release")
+        return stage.commands[0].argv, stage.commands[0].fingerprint
+
+    argv, fingerprint = release_command(jobs=2, scheduler="tcp://127.0.0.1:8786")
+    assert argv[-4:] == ["--jobs", "2", "--scheduler", "tcp://127.0.0.1:8786"]
+    assert fingerprint == release_command()[1] == argv[:-4]
     # the weights are not there yet, so the plan says segment would use the declared FTV fallback
     assert "masks come from the declared FTV fallback" in res.stdout
 
