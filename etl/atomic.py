@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from etl.types import StrPath
+
 # mkstemp creates 0600 files; outputs get the permissions a plain open() would give them.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -16,7 +18,7 @@ FILE_MODE = 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(target: StrPath) -> Iterator[Path]:
     """Yield a temp file path in the target's folder; rename it onto ``target`` if the block succeeds.
 
     The temp name starts with '.' and ends with '.tmp' so globbing for outputs never sees it.
@@ -36,18 +38,18 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
+def write_bytes(target: StrPath, data: bytes) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
     return Path(target)
 
 
-def write_text(target: str | os.PathLike[str], text: str) -> Path:
+def write_text(target: StrPath, text: str) -> Path:
     return write_bytes(target, text.encode("utf-8"))
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike[str], suffix: str = ".partial") -> Iterator[Path]:
+def atomic_dir(target: StrPath, suffix: str = ".partial") -> Iterator[Path]:
     """Build a directory at ``<target><suffix>`` and swap it onto ``target`` only when the block succeeds.
 
     A failed or killed build leaves any previous ``target`` untouched; a stale ``.partial`` from an earlier
@@ -75,7 +77,7 @@ def atomic_dir(target: str | os.PathLike[str], suffix: str = ".partial") -> Iter
         shutil.rmtree(old)
 
 
-def recover_previous(target: str | os.PathLike[str]) -> bool:
+def recover_previous(target: StrPath) -> bool:
     """Put back ``<target>.old`` when a swap was killed between its two renames; True if it did."""
     target = Path(target)
     old = target.with_name(target.name + ".old")

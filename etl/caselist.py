@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from etl.errors import InputUnreadable
 from etl.resources import data_path
+from etl.types import StrPath
 
 log = logging.getLogger("etl.caselist")
 
@@ -54,7 +54,7 @@ def _read_csv(path: Path, required: tuple[str, ...], what: str) -> list[dict[str
         raise InputUnreadable(f"cannot read {what}: {exc}", str(path)) from exc
 
 
-def read_manifest(path: str | os.PathLike[str]) -> list[ManifestCase]:
+def read_manifest(path: StrPath) -> list[ManifestCase]:
     """Manifest rows in file order; every row must name a patient, collection and TCIA patient."""
     path = Path(path)
     cases: list[ManifestCase] = []
@@ -78,7 +78,7 @@ def shipped_exclusions_path() -> Path | None:
         return None
 
 
-def read_exclusions(extra: str | os.PathLike[str] | None = None, shipped: bool = True) -> dict[str, str]:
+def read_exclusions(extra: StrPath | None = None, shipped: bool = True) -> dict[str, str]:
     """patient_id -> reason from the shipped list and ``extra``; a missing shipped list counts as empty."""
     out: dict[str, str] = {}
     paths: list[Path] = []
@@ -94,8 +94,8 @@ def read_exclusions(extra: str | os.PathLike[str] | None = None, shipped: bool =
 
 
 def cases_to_fetch(
-    manifest: str | os.PathLike[str],
-    exclusions: str | os.PathLike[str] | None = None,
+    manifest: StrPath,
+    exclusions: StrPath | None = None,
     shipped_exclusions: bool = True,
 ) -> tuple[list[ManifestCase], dict[str, str]]:
     """(cases to download, {excluded patient_id: reason}); each exclusion is logged."""

@@ -29,13 +29,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 
 from etl.yamlfile import load_yaml_mapping
 from etl.contracts import TABLE_XLSX
 from etl.errors import ConfigError, EtlError
 from etl.resources import data_path
+from etl.types import StrPath
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from etl.synth.corpus import CorpusCase
 
 log = logging.getLogger("etl.demo")
 
@@ -56,7 +62,7 @@ class DemoResult:
     segmentation: str = ""
 
 
-def load_demo_definition(path: str | Path | None = None) -> dict[str, Any]:
+def load_demo_definition(path: StrPath | None = None) -> dict[str, Any]:
     """The demo corpus declaration (default: the shipped ``etl/synth/demo.yaml``), with ``_definition`` the
     release definition it names: a path beside the file, else a shipped data file such as ``release/v1.yaml``."""
     src = Path(path) if path else DEMO_FILE
@@ -77,8 +83,8 @@ def load_demo_definition(path: str | Path | None = None) -> dict[str, Any]:
     return doc
 
 
-def run_demo(out: str | Path, jobs: int = 2, echo: Callable[[str], None] = print,
-             definition: str | Path | None = None) -> DemoResult:
+def run_demo(out: StrPath, jobs: int = 2, echo: Callable[[str], None] = print,
+             definition: StrPath | None = None) -> DemoResult:
     """Run every stage into ``out`` and return where the release is."""
     from etl.cli import run as cli
     from etl.rebuild import run_rebuild
@@ -113,7 +119,7 @@ def run_demo(out: str | Path, jobs: int = 2, echo: Callable[[str], None] = print
         result.seconds[name] = time.perf_counter() - start
         echo(f"[demo] {name}: done in {result.seconds[name]:.1f} s")
 
-    def mamamia(*args: str | Path) -> None:
+    def mamamia(*args: StrPath) -> None:
         argv = [str(a) for a in args]
         start = logfile.stat().st_size if logfile.exists() else 0
         with logfile.open("a") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
@@ -182,11 +188,11 @@ def run_demo(out: str | Path, jobs: int = 2, echo: Callable[[str], None] = print
         rebuild()  # release build + verify; the stages before are up to date and skipped by the ledger
     # the rating app's six views per case, cached beside the (checksummed) release: `review serve` opens fast
     stage("review prepare (views for the rating app)",
-          lambda: mamamia("review", "prepare", result.release, "--jobs", jobs))
+          lambda: mamamia("review", "prepare", result.release, "--jobs", str(jobs)))
     return result
 
 
-def with_series(manifest, written):  # type: ignore[no-untyped-def]
+def with_series(manifest: pd.DataFrame, written: dict[str, CorpusCase]) -> pd.DataFrame:
     """The manifest's series UID column from what the corpus actually wrote (first series of each case)."""
     manifest = manifest.copy()
     manifest["tcia_series_uid"] = [written[pid].series_uids[0] for pid in manifest["patient_id"]]

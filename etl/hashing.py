@@ -4,12 +4,13 @@ and export manifests must agree byte for byte, so every stage computes it the sa
 from __future__ import annotations
 
 import hashlib
-import os
+
+from etl.types import StrPath
 
 _CHUNK = 1 << 20
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
+def sha256_file(path: StrPath) -> str:
     """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -18,6 +18,7 @@ from etl.contracts import CORRECTIONS, DEFAULT_CASE_ID, check_case_id_template, 
 from etl.yamlfile import load_yaml_mapping
 from etl.errors import ConfigError
 from etl.resources import data_path
+from etl.types import StrPath
 
 TEMPLATE_KEYS = ("image", "expert_mask", "automatic_mask", "patient_info", "imaging_json")
 RELEASE_KEYS = ("image", "expert_mask", "automatic_mask", "patient_info")  # imaging_json: staged only
@@ -32,7 +33,7 @@ class Layout:
     case_id_template: str = DEFAULT_CASE_ID
 
     @classmethod
-    def from_definition(cls, root: str | Path, definition: str | Path | None = None) -> Layout:
+    def from_definition(cls, root: StrPath, definition: StrPath | None = None) -> Layout:
         """Layout for ``root`` using the ``naming`` section of a release definition (default: v1)."""
         def_path = Path(definition) if definition else data_path("release/v1.yaml")
         raw = load_yaml_mapping(def_path, "release definition")
@@ -43,7 +44,7 @@ class Layout:
         return cls(Path(root), {k: str(naming[k]) for k in TEMPLATE_KEYS}, _case_id_template(raw, str(def_path)))
 
     @classmethod
-    def from_recorded(cls, root: str | Path, definition: dict[str, Any]) -> Layout:
+    def from_recorded(cls, root: StrPath, definition: dict[str, Any]) -> Layout:
         """Layout of a built release from the definition its ``provenance.json`` records (the naming it was
         built with, whatever the installed v1 says); a record without naming templates means v1."""
         naming = definition.get("naming") or {}

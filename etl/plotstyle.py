@@ -12,7 +12,11 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from matplotlib.typing import RcKeyType  # the rc setting names matplotlib knows: a typo is a type error
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with every common colour-vision deficiency.
 OKABE_ITO: dict[str, str] = {
@@ -41,7 +45,7 @@ MASK_RGB: dict[str, tuple[int, int, int]] = {
     "removed": (204, 121, 167),   # reddish purple / pink: voxels the expert removed
 }
 
-RC: dict[str, Any] = {
+RC: dict[RcKeyType, Any] = {
     "font.family": "DejaVu Sans",       # shipped with matplotlib: same glyphs on every machine
     "font.size": 9.0,
     "axes.titlesize": 10.0,
@@ -74,7 +78,7 @@ def style() -> Iterator[None]:
         yield
 
 
-def new_figure(width_in: float, height_in: float) -> Any:
+def new_figure(width_in: float, height_in: float) -> Figure:
     """A matplotlib Figure on an Agg canvas (no pyplot), to be drawn on inside ``style()``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -84,7 +88,7 @@ def new_figure(width_in: float, height_in: float) -> Any:
     return fig
 
 
-def figure_bytes(fig: Any, fmt: str = "png", dpi: float | None = None) -> bytes:
+def figure_bytes(fig: Figure, fmt: str = "png", dpi: float | None = None) -> bytes:
     """The figure encoded without wall-clock or version metadata, so equal input gives equal bytes."""
     metadata = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
                 "pdf": {"CreationDate": None, "Producer": None, "Creator": None}}.get(fmt, {})

@@ -9,8 +9,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from collections.abc import Iterable, Iterator, Sized
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 T = TypeVar("T")
 log = logging.getLogger("etl")
@@ -18,8 +21,8 @@ log = logging.getLogger("etl")
 
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
     """Iterate with a progress display suited to where stderr goes."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
+    if total is None and isinstance(items, Sized):
+        total = len(items)
     if sys.stderr.isatty():
         from rich.progress import track as rich_track
 
@@ -39,10 +42,10 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         log.info("%s: %d done (%.1f s)", description, n, time.monotonic() - start)
 
 
-_CONSOLE: list = []  # type: ignore[type-arg]
+_CONSOLE: list[Console] = []
 
 
-def console():  # type: ignore[no-untyped-def]
+def console() -> Console:
     """The one rich console on stderr that every progress bar and the CLI's log handler share."""
     if not _CONSOLE:
         from rich.console import Console

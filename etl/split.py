@@ -25,6 +25,7 @@ import pandas as pd
 
 from etl.errors import ConfigError, ValidationFailed
 from etl.contracts import DEFAULT_CASE_ID, NNUNET_SPLITS, check_case_id_template, nnunet_case_id
+from etl.types import StrPath
 
 STRATA_COLUMNS: tuple[str, ...] = ("dataset", "pcr", "tumor_subtype")
 MISSING = "missing"
@@ -259,7 +260,7 @@ def make_split(table: pd.DataFrame, settings: SplitSettings | None = None) -> Sp
     return SplitResult(out, merges, settings)
 
 
-def write_split(result: SplitResult, csv_path: str | Path) -> tuple[Path, Path]:
+def write_split(result: SplitResult, csv_path: StrPath) -> tuple[Path, Path]:
     """Write ``patient_id,split,fold`` CSV and nnU-Net ``splits_final.json`` next to it."""
     from etl.atomic import write_text
 
@@ -277,7 +278,7 @@ def split_csv_text(result: SplitResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_split(csv_path: str | Path) -> pd.DataFrame:
+def read_split(csv_path: StrPath) -> pd.DataFrame:
     """Read a ``train_test_splits.csv`` back (fold as nullable integer)."""
     from etl.errors import InputUnreadable
 
@@ -298,7 +299,7 @@ def read_split(csv_path: str | Path) -> pd.DataFrame:
     return df
 
 
-def fixed_split(table: pd.DataFrame, csv_path: str | Path, settings: SplitSettings | None = None) -> SplitResult:
+def fixed_split(table: pd.DataFrame, csv_path: StrPath, settings: SplitSettings | None = None) -> SplitResult:
     """A published split (e.g. the challenge's) applied to ``table``: every case must be assigned, and every
     training case must have a fold in 0..K-1, so the release reproduces it exactly instead of re-drawing."""
     settings = settings or SplitSettings()

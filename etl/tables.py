@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import logging
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -18,7 +20,11 @@ import pandas as pd
 from etl.atomic import atomic_path
 from etl.errors import InputUnreadable
 from etl.safetext import csv_safe_frame, protect_sheet
+from etl.types import StrPath
 from etl.validate.schema import STRING_DTYPE
+
+if TYPE_CHECKING:
+    import pyarrow as pa  # no type information (see [tool.mypy]): these annotations only document
 
 log = logging.getLogger("etl.tables")
 
@@ -31,7 +37,7 @@ _FIXED_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _FIXED_ISO_TIME = "2000-01-01T00:00:00Z"
 
 
-def read_table(path: str | Path, sheet: str = SHEET, raw: bool = False) -> pd.DataFrame:
+def read_table(path: StrPath, sheet: str = SHEET, raw: bool = False) -> pd.DataFrame:
     """Read a table file into the canonical in-memory form.
 
     ``raw=True`` returns the values as the file holds them (for the validator, which wants to report every
@@ -106,7 +112,7 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     return table.to_pandas(types_mapper=_nullable_types)
 
 
-def _nullable_types(arrow_type):  # type: ignore[no-untyped-def]
+def _nullable_types(arrow_type: pa.DataType) -> pd.api.extensions.ExtensionDtype | None:
     import pyarrow as pa
 
     if pa.types.is_integer(arrow_type):
@@ -116,7 +122,7 @@ def _nullable_types(arrow_type):  # type: ignore[no-untyped-def]
     return None
 
 
-def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+def write_table(df: pd.DataFrame, path: StrPath) -> Path:
     """Write the canonical table by file extension, atomically (temp file, then rename)."""
     path = Path(path)
     suffix = path.suffix.lower()
@@ -132,7 +138,7 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def to_arrow(df: pd.DataFrame):  # type: ignore[no-untyped-def]
+def to_arrow(df: pd.DataFrame) -> pa.Table:
     """The typed Arrow form of a canonical table (lists and dates typed, per the schema)."""
     import pyarrow as pa
 
@@ -163,7 +169,7 @@ def to_arrow(df: pd.DataFrame):  # type: ignore[no-untyped-def]
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _text_to_list(col: pd.Series, item_type):  # type: ignore[no-untyped-def]
+def _text_to_list(col: pd.Series, item_type: pa.DataType) -> pa.Array:
     """'[0, 584, 714]' -> list<int64> (unparsable text -> null), vectorized through the unique values."""
     import pyarrow as pa
 
@@ -214,7 +220,7 @@ def _make_xlsx_deterministic(path: Path) -> None:
     path.write_bytes(out.getvalue())
 
 
-def _typed_to_text(table, formats: dict[str, str]):  # type: ignore[no-untyped-def]
+def _typed_to_text(table: pa.Table, formats: dict[str, str]) -> pa.Table:
     """Bring Parquet's typed list/date columns back to the published text form, in Arrow (vectorized; no
     per-row Python lists are ever made, which is what dominated reading a large table through pandas)."""
     import pyarrow as pa
@@ -246,16 +252,16 @@ def _typed_to_text(table, formats: dict[str, str]):  # type: ignore[no-untyped-d
     return table
 
 
-def format_list(values, fmt: str) -> str | None:  # type: ignore[no-untyped-def]
+def format_list(values: Sequence[float] | None, fmt: str) -> str | None:
     """Published text form of a list value: ``[0.7031, 0.7031]`` or ``[0, 584, 714]``."""
-    if values is None or (not hasattr(values, "__len__") and pd.isna(values)):
+    if values is None:
         return None
     if fmt == "list_int":
         return "[" + ", ".join(str(int(v)) for v in values) + "]"
     return "[" + ", ".join(repr(float(v)) for v in values) + "]"
 
 
-def _parse_list(value, kind: type):  # type: ignore[no-untyped-def]
+def _parse_list(value: object, kind: type[int] | type[float]) -> list[float] | None:
     if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
         return None
     text = str(value).strip()

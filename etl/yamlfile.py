@@ -16,13 +16,13 @@ accepted:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from etl.errors import ConfigError
+from etl.types import StrPath
 
 MAX_BYTES = 1 << 20
 _CORE = "tag:yaml.org,2002:"
@@ -30,7 +30,7 @@ ALLOWED_TAGS = frozenset(_CORE + t for t in ("str", "int", "float", "bool", "nul
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def load_yaml_mapping(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+def load_yaml_mapping(path: StrPath, what: str) -> dict[str, Any]:
     """The mapping at the top of a YAML file (an empty file is an empty mapping)."""
     path = Path(path)
     try:

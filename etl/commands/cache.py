@@ -61,8 +61,8 @@ def ls(
         w.writerows([csv_cell(v) for v in row] for row in rows)
         return
     st = c.stats()
-    for r in rows:
-        typer.echo("  ".join(r))
+    for row in rows:
+        typer.echo("  ".join(row))
     typer.echo(f"{st['tcia_series']} series ({st['tcia_files']} files), {st['synapse_files']} Synapse file(s), "
                f"{st['objects']} object(s), {st['bytes'] / 1e6:.1f} MB")  # fmt: skip
 

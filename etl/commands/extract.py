@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from etl.extract.outcome import RunResult
+    from etl.extract.retry import RetryPolicy
+    from etl.standins.base import LoopbackServer
+    from etl.standins.faults import Faults
 
 NBIA_DEFAULT = "https://nbia.cancerimagingarchive.net/nbia-api/services/v4/"
 SYNAPSE_DEFAULT = "https://repo-prod.prod.sagebase.org"
@@ -16,7 +22,7 @@ extract_app = typer.Typer(
 )
 
 
-def _policy(retries: int, timeout: float, backoff: float, max_backoff: float):  # type: ignore[no-untyped-def]
+def _policy(retries: int, timeout: float, backoff: float, max_backoff: float) -> RetryPolicy:
     from etl.extract.retry import RetryPolicy
 
     if retries < 0 or timeout <= 0 or backoff < 0 or max_backoff < 0:
@@ -26,7 +32,7 @@ def _policy(retries: int, timeout: float, backoff: float, max_backoff: float):  
     return RetryPolicy(attempts=retries + 1, base_delay=backoff, max_delay=max_backoff, timeout=timeout)
 
 
-def _report_failures(kind: str, res) -> None:  # type: ignore[no-untyped-def]
+def _report_failures(kind: str, res: RunResult) -> None:
     """Exit 1 after listing every failure; a run that gave up on a dead service says so first."""
     lines = res.failure_lines()
     if res.gave_up:
@@ -107,7 +113,7 @@ def synapse(
         _report_failures("files", res)
 
 
-def _faults(fault: list[str], target: list[str]):  # type: ignore[no-untyped-def]
+def _faults(fault: list[str], target: list[str]) -> Faults:
     from etl.errors import ConfigError
     from etl.standins.faults import Faults
 
@@ -124,7 +130,7 @@ _FAULT_HELP = ("Fault knob name=value, repeatable: http500=K, http503=K, http429
                "overlong_content=K (Synapse), no_content_length=K (K='always' for permanent).")  # fmt: skip
 
 
-def _serve(server, url_line: str, seconds: Optional[float]) -> None:  # type: ignore[no-untyped-def]
+def _serve(server: LoopbackServer, url_line: str, seconds: Optional[float]) -> None:
     with server:
         typer.echo(url_line)
         typer.echo("serving on 127.0.0.1 until Ctrl-C" + (f" or {seconds:g} s" if seconds else ""), err=True)

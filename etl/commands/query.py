@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class QueryFormat(str, Enum):
@@ -73,7 +77,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"hint: {hint}", err=True)
 
 
-def _load(source: Path):  # type: ignore[no-untyped-def]
+def _load(source: Path) -> tuple[pd.DataFrame, list[str]]:
     """The table to query and the names of its file-path columns (a release adds image/mask paths)."""
     from etl.tables import read_table
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class SummaryFormat(str, Enum):
@@ -38,7 +42,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(summary_text(result), nl=False)
 
 
-def _load_table(source: Path):  # type: ignore[no-untyped-def]
+def _load_table(source: Path) -> pd.DataFrame:
     from etl.tables import read_table
 
     if source.is_dir():

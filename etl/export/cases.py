@@ -13,6 +13,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from etl.errors import EtlError
 from etl.use.release import MASK_KINDS, Release
 
@@ -85,7 +87,7 @@ def select_cases(rel: Release, phases: tuple[int, ...], masks: str = "expert") -
             if split == "train":
                 sel.left_out[pid] = f"no {'' if masks == 'any' else masks + ' '}mask"
                 continue
-        fold = None if split == "test" or _missing(row.fold) else int(row.fold)  # type: ignore[arg-type]
+        fold = None if split == "test" else _fold(row.fold)
         sel.cases.append(ExportCase(pid, rel.nnunet_case_id(pid), split, fold, tuple(images), label, kind))
     if not sel.train:
         raise ExportError(f"no training case has phase(s) {','.join(map(str, phases))} and a mask of kind {masks!r}",
@@ -98,6 +100,15 @@ def _missing(value: object) -> bool:
         return value is None or value != value or str(value) == "<NA>"
     except (TypeError, ValueError):
         return True
+
+
+def _fold(value: object) -> int | None:
+    """The fold number in a table cell (an int, a float such as 2.0, or its text); None when missing."""
+    if _missing(value):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return int(value)
+    return int(str(value))
 
 
 def link_or_copy(src: Path, dst: Path, link: bool = True) -> str:

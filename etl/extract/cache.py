@@ -23,12 +23,14 @@ import shutil
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from etl.errors import ExtractError, InputUnreadable
+from etl.types import StrPath
 
 log = logging.getLogger("etl.extract.cache")
 
@@ -102,7 +104,7 @@ def _sqlite_problem(exc: sqlite3.Error, path: Path) -> CacheUnusable:
     )
 
 
-def _os_problem(exc: OSError, what: str, path: str | os.PathLike[str]) -> CacheUnusable:
+def _os_problem(exc: OSError, what: str, path: StrPath) -> CacheUnusable:
     return CacheUnusable(f"{what}: {exc.strerror or exc}", str(path))
 
 
@@ -110,7 +112,7 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def hash_file(path: str | os.PathLike[str]) -> tuple[str, str, int]:
+def hash_file(path: StrPath) -> tuple[str, str, int]:
     """(sha256, md5, size) of a file, read once."""
     sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
     with open(path, "rb") as fh:
@@ -119,10 +121,6 @@ def hash_file(path: str | os.PathLike[str]) -> tuple[str, str, int]:
             md5.update(chunk)
             size += len(chunk)
     return sha.hexdigest(), md5.hexdigest(), size
-
-
-def hash_bytes(data: bytes) -> tuple[str, str, int]:
-    return hashlib.sha256(data).hexdigest(), hashlib.md5(data, usedforsecurity=False).hexdigest(), len(data)
 
 
 @dataclass(frozen=True)
@@ -158,6 +156,13 @@ class SeriesRecord:
     api_url: str
     completed_at: str = ""
 
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> SeriesRecord:
+        """A ``tcia_series`` ledger row (``md5_checked`` stored as 0/1)."""
+        values = list(row)
+        values[10] = bool(values[10])
+        return cls(*values)
+
 
 @dataclass(frozen=True)
 class SynapseRecord:
@@ -190,7 +195,7 @@ class VerifyReport:
 class Cache:
     """A cache directory: objects by sha256 plus the ledger. Safe to share between threads."""
 
-    def __init__(self, root: str | os.PathLike[str], create: bool = True, readonly: bool = False) -> None:
+    def __init__(self, root: StrPath, create: bool = True, readonly: bool = False) -> None:
         """``readonly`` (for ls/verify): open the ledger read-only and create nothing, so an archived cache on
         a read-only mount can still be audited."""
         self.root = Path(root)
@@ -348,7 +353,7 @@ class Cache:
             return StoredObject(*row)
         return None
 
-    def put_file(self, path: str | os.PathLike[str], expect_md5: str | None = None, where: str = "") -> StoredObject:
+    def put_file(self, path: StrPath, expect_md5: str | None = None, where: str = "") -> StoredObject:
         """Move a finished temp file into the store after hashing it.
 
         ``expect_md5`` (from the server) must match or the file is deleted and ``ExtractError`` raised.
@@ -372,37 +377,6 @@ class Cache:
         self._record_object(sha, md5, size)
         return StoredObject(sha, md5, size)
 
-    def put_bytes(self, data: bytes, expect_md5: str | None = None, where: str = "") -> StoredObject:
-        """Store bytes already in memory (a zip member): temp file, verify, rename."""
-        sha, md5, size = hash_bytes(data)
-        if expect_md5 is not None and md5 != expect_md5.lower():
-            raise ExtractError(f"md5 mismatch: got {md5}, server says {expect_md5}", where)
-        target = self.object_path(sha)
-        if not target.is_file():
-            import tempfile
-
-            try:
-                fd, tmp_name = tempfile.mkstemp(prefix=".obj.", suffix=".tmp", dir=self.tmp_root)
-            except OSError as exc:
-                raise _os_problem(exc, "cannot write to the cache", self.tmp_root) from None
-            tmp = Path(tmp_name)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                if hash_file(tmp)[0] != sha:  # the bytes on disk, not the bytes we meant to write
-                    raise ExtractError("object changed while being written", where or sha)
-                os.chmod(tmp, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, target)
-            except OSError as exc:
-                raise _os_problem(exc, "cannot store an object in the cache", target) from None
-            finally:
-                tmp.unlink(missing_ok=True)
-        self._record_object(sha, md5, size)
-        return StoredObject(sha, md5, size)
-
     def _record_object(self, sha: str, md5: str, size: int) -> None:
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO objects VALUES (?,?,?,?)", (sha, size, md5, _now()))
@@ -413,7 +387,7 @@ class Cache:
         row = self._db().execute("SELECT * FROM tcia_series WHERE series_uid=?", (series_uid,)).fetchone()
         if row is None:
             return None
-        rec = SeriesRecord(*row[:10], bool(row[10]), *row[11:])
+        rec = SeriesRecord.from_row(row)
         files = self.series_files(series_uid)
         if len(files) != rec.n_files or not all(self.has_object(f.sha256) for f in files):
             return None
@@ -450,11 +424,11 @@ class Cache:
             "SELECT * FROM tcia_series WHERE collection=? AND patient_id=? ORDER BY series_number, series_uid",
             (collection, patient_id),
         ).fetchall()
-        return [SeriesRecord(*r[:10], bool(r[10]), *r[11:]) for r in rows]
+        return [SeriesRecord.from_row(r) for r in rows]
 
     def all_series(self) -> list[SeriesRecord]:
         rows = self._db().execute("SELECT * FROM tcia_series ORDER BY collection, patient_id, series_uid").fetchall()
-        return [SeriesRecord(*r[:10], bool(r[10]), *r[11:]) for r in rows]
+        return [SeriesRecord.from_row(r) for r in rows]
 
     # ------------------------------------------------------------------ Synapse
     def synapse_done(self, syn_id: str, version: int) -> SynapseRecord | None:

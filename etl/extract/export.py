@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from etl.atomic import atomic_dir, atomic_path
-from etl.extract.cache import Cache
+from etl.extract.cache import Cache, SynapseRecord
 from etl.caselist import cases_to_fetch
 from etl.extract.zipcheck import safe_member_name
+from etl.types import StrPath
 
 log = logging.getLogger("etl.extract.export")
 
@@ -55,11 +56,11 @@ def _place(cache: Cache, sha256: str, target: Path, link: bool) -> None:
 
 
 def export_tcia(
-    cache_dir: str | os.PathLike[str],
-    manifest: str | os.PathLike[str],
-    out: str | os.PathLike[str],
+    cache_dir: StrPath,
+    manifest: StrPath,
+    out: StrPath,
     series_only: bool = False,
-    exclusions: str | os.PathLike[str] | None = None,
+    exclusions: StrPath | None = None,
     shipped_exclusions: bool = True,
     link: bool = False,
 ) -> ExportResult:
@@ -94,8 +95,8 @@ def export_tcia(
 
 
 def export_synapse(
-    cache_dir: str | os.PathLike[str],
-    out: str | os.PathLike[str],
+    cache_dir: StrPath,
+    out: StrPath,
     root_id: str | None = None,
     include: list[str] | None = None,
     link: bool = False,
@@ -109,10 +110,10 @@ def export_synapse(
     cache = Cache(cache_dir, create=False, readonly=True)
     res = ExportResult(Path(out))
     recs = cache.synapse_files(root_id)
-    latest: dict[tuple[str, str], object] = {}
+    latest: dict[tuple[str, str], SynapseRecord] = {}
     for r in recs:  # one file per path: the highest version
         key = (r.root_id, r.relpath)
-        if key not in latest or r.version > latest[key].version:  # type: ignore[attr-defined]
+        if key not in latest or r.version > latest[key].version:
             latest[key] = r
     for (_root, rel), r in sorted(latest.items()):
         if include and not any(fnmatch.fnmatch(rel, g) for g in include):
@@ -120,14 +121,14 @@ def export_synapse(
         safe = safe_member_name(rel)
         if safe is None:
             raise ValueError(f"unsafe relative path in ledger: {rel!r}")
-        if not cache.has_object(r.sha256):  # type: ignore[attr-defined]
+        if not cache.has_object(r.sha256):
             res.missing[rel] = "object missing from the cache (run `mamamia cache verify`)"
             continue
         target = res.out / safe
         if target.is_file():
             from etl.hashing import sha256_file
 
-            if sha256_file(target) == r.sha256:  # type: ignore[attr-defined]
+            if sha256_file(target) == r.sha256:
                 res.unchanged += 1
                 continue
             if keep_existing:
@@ -135,8 +136,8 @@ def export_synapse(
                 continue
         with atomic_path(res.out / safe) as tmp:
             tmp.unlink()
-            _place(cache, r.sha256, tmp, link)  # type: ignore[attr-defined]
+            _place(cache, r.sha256, tmp, link)
         res.cases[rel] = 1
         res.files += 1
-        res.bytes += r.size  # type: ignore[attr-defined]
+        res.bytes += r.size
     return res

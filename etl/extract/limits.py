@@ -27,6 +27,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from etl.errors import ConfigError
 from etl.extract.cache import CacheUnusable
@@ -72,7 +73,7 @@ class Limits:
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Limits:
         """Defaults, then ``MAMAMIA_EXTRACT_*`` variables, then explicit ``overrides``."""
         env = os.environ if environ is None else environ
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # field name -> value (float, int or callable), checked by __post_init__
         for name, var in ENV.items():
             text = env.get(var, "").strip()
             if not text:
@@ -85,7 +86,7 @@ class Limits:
                 raise ConfigError(f"{var} must be >= 0, got {text!r}", var)
             values[name] = int(num * _ENV_UNIT[name]) if name in _ENV_UNIT else num
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)
 
     # ------------------------------------------------------------------ series size
     def slack_for(self, reported: int) -> int:

@@ -11,17 +11,22 @@ import sys
 import threading
 import time
 from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.progress import Progress, ProgressColumn, Task, TaskID
 
 log = logging.getLogger("etl.extract")
 
 
-def _CountColumn(items):  # type: ignore[no-untyped-def]
+def _CountColumn(items: ProgressColumn) -> ProgressColumn:
     """The count column: ``12/60`` for the run and step rows, ``3.1/12.0 MB`` for a row receiving bytes."""
     from rich.progress import ProgressColumn
     from rich.text import Text
 
     class CountColumn(ProgressColumn):
-        def render(self, task):  # type: ignore[no-untyped-def]
+        def render(self, task: Task) -> RenderableType:
             if task.fields.get("unit") != "bytes":
                 return items.render(task)
             done = f"{task.completed / 1e6:.1f}"
@@ -38,9 +43,9 @@ class RunProgress:
         self._lock = threading.Lock()
         self._start = time.monotonic()
         self._last_log = 0.0
-        self._rich = None
-        self._overall = None
-        self._rows: dict[str, object] = {}
+        self._rich: Progress | None = None
+        self._overall: TaskID | None = None
+        self._rows: dict[str, TaskID] = {}
 
     def __enter__(self) -> RunProgress:
         if sys.stderr.isatty():
@@ -69,11 +74,11 @@ class RunProgress:
     def bytes_of(self, key: str, done: int, total: int | None) -> None:
         """A byte bar for an item whose body is arriving (total None: size unknown, the bar just counts)."""
         if self._rich is not None and key in self._rows:
-            self._rich.update(self._rows[key], completed=done, total=total, unit="bytes")  # type: ignore[arg-type]
+            self._rich.update(self._rows[key], completed=done, total=total, unit="bytes")
 
     def step(self, key: str, n: int = 1) -> None:
         if self._rich is not None and key in self._rows:
-            self._rich.advance(self._rows[key], n)  # type: ignore[arg-type]
+            self._rich.advance(self._rows[key], n)
 
     def finished(self, key: str, message: str, failed: bool = False, quiet: bool = False) -> None:
         """An item ended (fetched, cached or failed): log it and advance the overall count.
@@ -91,13 +96,8 @@ class RunProgress:
                 self._last_log = now
         if self._rich is not None:
             if row is not None:
-                self._rich.remove_task(row)  # type: ignore[arg-type]
-            self._rich.advance(self._overall, 1)  # type: ignore[arg-type]
+                self._rich.remove_task(row)
+            if self._overall is not None:
+                self._rich.advance(self._overall, 1)
         elif periodic and self.done < self.total:
             log.info("%s: %d/%d done (%.1f s)", self.description, self.done, self.total, now - self._start)
-
-    def add_total(self, n: int) -> None:
-        with self._lock:
-            self.total += n
-        if self._rich is not None:
-            self._rich.update(self._overall, total=self.total)  # type: ignore[arg-type]

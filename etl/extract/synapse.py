@@ -47,12 +47,11 @@ from etl.extract.retry import (
     call_with_retry,
     parse_retry_after,
 )
+from etl.types import StrPath
 
 log = logging.getLogger("etl.extract.synapse")
 
 DEFAULT_ENDPOINT = "https://repo-prod.prod.sagebase.org"
-MAMA_MIA_DATASET = "syn60868042"
-MAMA_MIA_NNUNET_WEIGHTS = "syn61247992"
 TOKEN_ENV = "SYNAPSE_AUTH_TOKEN"
 FILE_TYPE = "org.sagebionetworks.repo.model.FileEntity"
 CONTAINER_TYPES = ("org.sagebionetworks.repo.model.Folder", "org.sagebionetworks.repo.model.Project")
@@ -211,10 +210,10 @@ class _TimeoutSession(requests.Session):
         self.body_limit: int | None = None
         self.where = ""
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kw: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, method: str, url: str | bytes, *args: Any, **kw: Any) -> requests.Response:
         if kw.get("timeout") is None:
             kw["timeout"] = self._timeout
-        resp = super().request(method, url, *args, **kw)  # type: ignore[arg-type]
+        resp = super().request(method, url, *args, **kw)
         limit = self.body_limit
         if limit is None or not kw.get("stream") or resp.status_code >= 300:
             return resp
@@ -229,9 +228,11 @@ class _TimeoutSession(requests.Session):
                            f"{limit}; refused before download, nothing stored", self.where)  # fmt: skip
         where, chunks = self.where, resp.iter_content
 
-        def bounded(chunk_size: int | None = 1, decode_unicode: bool = False) -> Iterator[Any]:
+        def bounded(chunk_size: int | None = 1, decode_unicode: bool = False) -> Iterator[str | bytes]:
             got = 0
-            for chunk in chunks(chunk_size, decode_unicode=decode_unicode):  # type: ignore[call-overload]
+            body: Iterator[str | bytes] = (chunks(chunk_size, decode_unicode=True) if decode_unicode
+                                           else chunks(chunk_size))
+            for chunk in body:
                 got += len(chunk)
                 if got > limit:
                     resp.close()
@@ -239,7 +240,9 @@ class _TimeoutSession(requests.Session):
                                    f"stopped, nothing stored", where)  # fmt: skip
                 yield chunk
 
-        resp.iter_content = bounded  # type: ignore[method-assign]
+        # bound this one response (the client reads the body through iter_content); mypy refuses assigning to a
+        # method, and a plain function to an overloaded one, so the ignore stays
+        resp.iter_content = bounded  # type: ignore[method-assign, assignment]
         return resp
 
 
@@ -566,7 +569,7 @@ def _fetch_with_progress(ex: SynapseExtractor, f: RemoteFile, root_id: str, prog
 
 def extract_synapse(
     entity: str,
-    cache_dir: str | os.PathLike[str],
+    cache_dir: StrPath,
     endpoint: str = DEFAULT_ENDPOINT,
     include: list[str] | None = None,
     jobs: int = 2,

@@ -15,7 +15,6 @@ is redone. Every failure is collected and reported at the end.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import zipfile
@@ -33,6 +32,7 @@ from etl.extract.nbia_client import DEFAULT_API_URL, Transport, normalize_api_ur
 from etl.extract.progress_view import RunProgress
 from etl.extract.retry import Breaker, PermanentError, ServiceUnavailable, RetryPolicy, TransientError, call_with_retry
 from etl.extract.zipcheck import check_series_zip, extract_member
+from etl.types import StrPath
 
 log = logging.getLogger("etl.extract.tcia")
 
@@ -316,12 +316,12 @@ class TciaExtractor:
 
 
 def extract_tcia(
-    manifest: str | os.PathLike[str],
-    cache_dir: str | os.PathLike[str],
+    manifest: StrPath,
+    cache_dir: StrPath,
     api_url: str = DEFAULT_API_URL,
     jobs: int = 4,
     series_only: bool = False,
-    exclusions: str | os.PathLike[str] | None = None,
+    exclusions: StrPath | None = None,
     shipped_exclusions: bool = True,
     modality: str = "MR",
     md5: bool = True,
@@ -372,13 +372,15 @@ def extract_tcia(
                         continue
                     tasks.extend(found)
                     prog.finished(case.patient_id, f"{case.patient_id}: {len(found)} series listed", quiet=True)
-        seen: set[str] = set()
-        unique = [t for t in tasks if not (t.series_uid in seen or seen.add(t.series_uid))]  # type: ignore[func-returns-value]
+        first: dict[str, SeriesTask] = {}  # a series listed twice is fetched once
+        for t in tasks:
+            first.setdefault(t.series_uid, t)
+        unique = list(first.values())
         with ThreadPoolExecutor(max_workers=jobs) as pool, RunProgress("NBIA series download", len(unique)) as prog:
             futs2 = {pool.submit(_fetch_with_progress, ex, t, prog): t for t in unique}
             with cancel_on_error(pool):
-                for fut in as_completed(futs2):
-                    o = fut.result()
+                for done in as_completed(futs2):
+                    o = done.result()
                     result.outcomes.append(o)
                     if o.status == "failed":
                         prog.finished(o.series_uid, f"{o.patient_id} series {o.series_uid}: FAILED: {o.reason}",

@@ -30,9 +30,10 @@ def _skipped(name: str) -> bool:
 
 
 from etl.hashing import sha256_file  # noqa: E402
+from etl.types import StrPath
 
 
-def fingerprint(path: str | os.PathLike[str], kind: str, ignore: tuple[str, ...] = ()) -> dict[str, Any] | None:
+def fingerprint(path: StrPath, kind: str, ignore: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """What a declared input or output looks like now; None when it does not exist.
 
     ``ignore``: relative-path globs of bookkeeping files a tree's readers may touch (a download cache's SQLite
@@ -82,7 +83,7 @@ class Ledger:
                 raise InputUnreadable("not a rebuild ledger of this version; delete it to redo every stage", str(path))
             self.stages = doc["stages"]
 
-    def key(self, path: str | os.PathLike[str]) -> str:
+    def key(self, path: StrPath) -> str:
         """Paths under the work folder are recorded relative to it, so a moved work folder still resumes."""
         p = Path(path)
         try:

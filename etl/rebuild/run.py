@@ -23,6 +23,7 @@ from etl.rebuild import cases as case_counts
 from etl.rebuild.ledger import Ledger
 from etl.rebuild.plan import Stage, assess, expand, load_table, overlaps, stage_names
 from etl.rebuild.spec import RebuildSpec, load_spec
+from etl.types import StrPath
 
 log = logging.getLogger("etl.rebuild")
 
@@ -152,10 +153,10 @@ def _fingerprints(decls: list[Any], ledger: Ledger) -> dict[str, Any]:
     return {ledger.key(d.path): d.fingerprint() for d in decls}
 
 
-def run_rebuild(definition: str | os.PathLike[str], work: str | os.PathLike[str],
+def run_rebuild(definition: StrPath, work: StrPath,
                 overrides: dict[str, Any] | None = None, jobs: int = 1, scheduler: str | None = None,
                 first: str | None = None, last: str | None = None, dry_run: bool = False,
-                echo: Callable[[str], None] = print, log_file: str | os.PathLike[str] | None = None,
+                echo: Callable[[str], None] = print, log_file: StrPath | None = None,
                 label: str = "rebuild") -> RebuildResult:
     """Run (or with ``dry_run`` only plan) every declared stage; returns each stage's status.
 

@@ -30,6 +30,7 @@ import yaml
 
 from etl.contracts import SPLITS, TABLE
 from etl.errors import ConfigError
+from etl.types import StrPath
 
 # keys of the `rebuild:` section; anything else is most likely a typo and is refused (a silently ignored
 # `clinical.sourecs:` would rebuild without the source spreadsheets)
@@ -164,7 +165,7 @@ def command_exists(*words: str) -> bool:
     return True
 
 
-def load_spec(definition: str | os.PathLike[str], work: str | os.PathLike[str], overrides: dict[str, Any] | None = None,
+def load_spec(definition: StrPath, work: StrPath, overrides: dict[str, Any] | None = None,
               jobs: int = 1, scheduler: str | None = None) -> RebuildSpec:
     """Read the definition's ``rebuild:`` section (with ``overrides`` merged over it) into stage variables."""
     from etl.release.definition import load_definition

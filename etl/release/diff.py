@@ -17,6 +17,7 @@ from etl.contracts import PROVENANCE, TABLE
 from etl.errors import InputUnreadable
 from etl.release.manifest import read_manifest
 from etl.release.patient_info import jsonable
+from etl.types import StrPath
 
 MAX_EXAMPLES = 3
 
@@ -94,7 +95,7 @@ def diff_parts(a_name: str, a_table: pd.DataFrame, a_sums: dict[str, str],
             "masks": masks_diff(a_sums, b_sums)}
 
 
-def diff_releases(a: str | Path, b: str | Path) -> dict[str, Any]:
+def diff_releases(a: StrPath, b: StrPath) -> dict[str, Any]:
     a, b = Path(a), Path(b)
     return diff_parts(_release_name(a), load_release_table(a), read_manifest(a),
                       _release_name(b), load_release_table(b), read_manifest(b))

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from etl.types import StrPath
+
 # Where a machine keeps per-user and temporary files (POSIX, macOS, Windows); a path starting there is
 # specific to the machine that wrote it.
 MACHINE_PREFIXES: tuple[str, ...] = (
@@ -49,11 +51,11 @@ _ABSOLUTE = re.compile(r"(?:/(?!/)|[A-Za-z]:[\\/])[^\s\"'<>|]*")
 MIN_ROOT_PARTS = 2  # "/data" alone is too common a word to flag; "/data/curation" is a folder of this machine
 
 
-def _norm(path: str | os.PathLike[str]) -> str:
+def _norm(path: StrPath) -> str:
     return str(path).rstrip("/\\") or str(path)
 
 
-def machine_roots(*paths: str | os.PathLike[str] | None) -> tuple[str, ...]:
+def machine_roots(*paths: StrPath | None) -> tuple[str, ...]:
     """Absolute folders of this build to search for literally: the given ones and $HOME, each also in its
     resolved form; roots with fewer than ``MIN_ROOT_PARTS`` components are left out (too general)."""
     found: set[str] = set()
@@ -89,7 +91,7 @@ def find_machine_paths(text: str, roots: Iterable[str] = ()) -> list[str]:
     return list(seen)
 
 
-def portable(path: str | os.PathLike[str], base: Path, anchors: Iterable[Path] = ()) -> str:
+def portable(path: StrPath, base: Path, anchors: Iterable[Path] = ()) -> str:
     """How a release names an input path: relative to ``base`` (the definition's folder) when inside it;
     inside one of ``anchors`` (the staged folders) as ``<anchor name>/<relative path>``; else its name alone.
     Never absolute, so the same inputs in another folder give the same text."""

@@ -114,5 +114,9 @@ def dumps(doc: dict[str, Any]) -> str:
 
 def load_mask(path: Path) -> np.ndarray:
     import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
 
-    return np.asanyarray(nib.load(str(path)).dataobj) > 0
+    img = nib.load(str(path))
+    if not isinstance(img, nib.Nifti1Image):  # NIfTI-2 is a subclass
+        raise ImageFileError(f"not a NIfTI image ({type(img).__name__})")
+    return np.asanyarray(img.dataobj) > 0

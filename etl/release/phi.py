@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from etl.release.machine_paths import describe, find_machine_paths
+from etl.types import StrPath
 
 # keyword -> tag, from DICOM PS3.15 Annex E (attributes that identify a person or an exam)
 PHI_ATTRIBUTES: dict[str, str] = {
@@ -256,7 +257,7 @@ def scan_xlsx_properties(path: Path, rel: str, values: dict[str, str] | None = N
     return hits
 
 
-def source_values(dicom_dir: str | Path) -> dict[str, str]:
+def source_values(dicom_dir: StrPath) -> dict[str, str]:
     """Identifying values (PatientName, PatientBirthDate, AccessionNumber, ...) found in a folder of source
     DICOM files (searched recursively; headers only), mapped to their attribute, for a literal search of the
     release. Values shorter than MIN_VALUE_LENGTH are left out (too many innocent matches)."""

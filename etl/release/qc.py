@@ -15,6 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from etl.types import Spacing
+
+
 def _crop_to_mask(mask: np.ndarray, pad: int = 1) -> np.ndarray:
     """The mask cut to its bounding box plus a margin: same components, far less labelling work."""
     idx = np.nonzero(mask)
@@ -28,7 +31,7 @@ def _none_if_nan(v: float) -> float | None:
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
-def case_row(patient_id: str, spacing: tuple[float, float, float], automatic: np.ndarray | None,
+def case_row(patient_id: str, spacing: Spacing, automatic: np.ndarray | None,
              expert: np.ndarray | None) -> dict[str, object]:
     """One row in the segment stage's QC columns; a case with only an expert mask gets its expert volume."""
     from etl.segment.metrics import agreement, component_count, volume_mm3

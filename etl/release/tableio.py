@@ -5,8 +5,14 @@ plus the one column a release adds (``split``, Parquet only; the xlsx drop-in ke
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+from etl.types import StrPath
+
+if TYPE_CHECKING:
+    from etl.validate.schema import Report
 
 EXTRA_COLUMNS = ("split",)
 
@@ -22,7 +28,7 @@ def base_frame(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns=[c for c in EXTRA_COLUMNS if c in df.columns])
 
 
-def read_table(path: str | Path, sheet: str = "dataset_info") -> pd.DataFrame:
+def read_table(path: StrPath, sheet: str = "dataset_info") -> pd.DataFrame:
     """Canonical table (typed per the schema); a release Parquet keeps its ``split`` column as text."""
     from etl.tables import read_table as lead_read
 
@@ -33,7 +39,7 @@ def read_table(path: str | Path, sheet: str = "dataset_info") -> pd.DataFrame:
     return df
 
 
-def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+def write_table(df: pd.DataFrame, path: StrPath) -> Path:
     """Parquet keeps the extras (typed text column after the 49); xlsx/csv carry the 49 variables only."""
     from etl.tables import write_table as lead_write
 
@@ -47,7 +53,7 @@ def coerce(df: pd.DataFrame) -> pd.DataFrame:
     return coerce_frame(df)
 
 
-def validate(df: pd.DataFrame):  # type: ignore[no-untyped-def]
+def validate(df: pd.DataFrame) -> Report:
     """The lead's schema report for the 49 variables (``report.errors`` / ``report.warnings``)."""
     from etl.validate.schema import validate_frame
 

@@ -13,13 +13,14 @@ import time
 from pathlib import Path
 
 from etl.report.model import Section
+from etl.types import StrPath
 
 log = logging.getLogger("etl.report")
 
 VERIFY_MODES = ("full", "quick", "build", "none")
 
 
-def build_report(source: str | Path, *, table: str | Path | None = None, gallery: int | None = None, seed: int = 0,
+def build_report(source: StrPath, *, table: StrPath | None = None, gallery: int | None = None, seed: int = 0,
                  verify: str = "full") -> str:
     """The HTML text of the data card of ``source`` (release directory, staged directory, or table file).
 
@@ -86,9 +87,11 @@ def build_report(source: str | Path, *, table: str | Path | None = None, gallery
     return html
 
 
-def write_report(source: str | Path, out: str | Path, **kwargs: object) -> Path:
-    """Write the data card to ``out`` atomically (temp file + rename); returns the path."""
+def write_report(source: StrPath, out: StrPath, *, table: StrPath | None = None, gallery: int | None = None,
+                 seed: int = 0, verify: str = "full") -> Path:
+    """Write the data card to ``out`` atomically (temp file + rename); returns the path. The keyword
+    arguments are ``build_report``'s."""
     from etl.atomic import write_text
 
-    html = build_report(source, **kwargs)  # type: ignore[arg-type]
+    html = build_report(source, table=table, gallery=gallery, seed=seed, verify=verify)
     return write_text(out, html)

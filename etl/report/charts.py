@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from etl.plotstyle import CYCLE, DATASET_COLOURS, MISSING_COLOUR, OKABE_ITO, figure_bytes, new_figure, style
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.axis import Axis
+    from matplotlib.figure import Figure
 
 MISSING = "missing"
 WIDTH_IN = 7.6
@@ -33,16 +38,26 @@ def _panel_grid(n: int) -> tuple[int, int]:
     return math.ceil(max(n, 1) / cols), cols
 
 
-def _small_multiples(title: str, n: int, row_height_in: float, extra_in: float, **share: bool) -> tuple[Any, list[Any], int]:
+def _small_multiples(title: str, n: int, row_height_in: float, extra_in: float, sharex: bool = False,
+                     sharey: bool = False) -> tuple[Figure, list[Axes], int]:
     """A titled figure with one panel per dataset (up to four a row; spare grid cells hidden): the figure,
     the ``n`` panels in order and the number of columns. Call inside ``plotstyle.style()``."""
     nrows, ncols = _panel_grid(n)
     fig = new_figure(WIDTH_IN, extra_in + row_height_in * nrows)
-    axes = list(fig.subplots(nrows, ncols, squeeze=False, **share).flat)
+    axes = list(fig.subplots(nrows, ncols, squeeze=False, sharex=sharex, sharey=sharey).flat)
     fig.suptitle(title, fontsize=10, fontweight="bold", x=0.01, ha="left")
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n], ncols
+
+
+def _integer_ticks(axis: Axis) -> None:
+    """Ticks at whole numbers only (counts), on the axis' default locator (a ``MaxNLocator``)."""
+    from matplotlib.ticker import MaxNLocator
+
+    locator = axis.get_major_locator()
+    if isinstance(locator, MaxNLocator):
+        locator.set_params(integer=True)
 
 
 def category_chart(title: str, per_dataset: dict[str, dict[str, int]], order: Sequence[str],
@@ -66,7 +81,7 @@ def category_chart(title: str, per_dataset: dict[str, dict[str, int]], order: Se
             top = max(counts) if counts and max(counts) > 0 else 1
             ax.set_xlim(0, top * 1.28)
             for yi, c in zip(y, counts):
-                ax.text(c + top * 0.02, yi, f"{c}" + (f" ({100 * c / n:.0f}%)" if n and c else ""), va="center",
+                ax.text(c + top * 0.02, float(yi), f"{c}" + (f" ({100 * c / n:.0f}%)" if n and c else ""), va="center",
                         fontsize=7.5, color="#222222")
             ax.set_title(f"{ds} (n={n})", fontsize=9, color=dataset_colour(ds, i) if not label_colours else "#222222",
                          loc="left", fontweight="bold")
@@ -74,7 +89,7 @@ def category_chart(title: str, per_dataset: dict[str, dict[str, int]], order: Se
             if i == 0:
                 ax.invert_yaxis()  # shared y: invert once, first label on top
             ax.grid(axis="y", visible=False)
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            _integer_ticks(ax.xaxis)
             ax.set_xlabel(xlabel)
         return figure_bytes(fig, FMT)
 
@@ -124,7 +139,7 @@ def histogram_chart(title: str, unit: str, values: dict[str, np.ndarray], missin
                     bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
             ax.set_title(ds, fontsize=9, color=dataset_colour(ds, i), loc="left", fontweight="bold")
             ax.set_xlabel(f"log10 {unit}" if log else unit)
-            ax.yaxis.get_major_locator().set_params(integer=True)
+            _integer_ticks(ax.yaxis)
             if i % ncols == 0:
                 ax.set_ylabel("cases")
         return figure_bytes(fig, FMT)
@@ -147,7 +162,7 @@ def split_chart(title: str, rows: list[tuple[str, dict[str, int]]], parts: Seque
                     height=0.75, label=part, hatch="xx" if part == "test" else None)
             left += share
         for yi, (_, c) in zip(y, rows):
-            ax.text(101, yi, f"n={sum(c.values())}", va="center", fontsize=7)
+            ax.text(101, float(yi), f"n={sum(c.values())}", va="center", fontsize=7)
         if expected_test is not None:
             ax.axvline(expected_test * 100, color=OKABE_ITO["black"], linestyle="--", linewidth=1)
         ax.set_yticks(y, [r for r, _ in rows], fontsize=7.5)
@@ -220,7 +235,7 @@ def volume_chart(title: str, per_dataset: dict[str, dict[str, np.ndarray]], unit
             ticks = [t for t in range(int(math.floor(edges[0])), int(math.ceil(edges[-1])) + 1)]
             ax.set_xticks(ticks, [_num(10.0 ** t) for t in ticks])
             ax.set_xlabel(f"{unit} (log scale)")
-            ax.yaxis.get_major_locator().set_params(integer=True)
+            _integer_ticks(ax.yaxis)
             if i % ncols == 0:
                 ax.set_ylabel("cases")
         from matplotlib.patches import Patch

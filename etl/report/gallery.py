@@ -21,7 +21,6 @@ from etl.report.source import ReportSource
 SERIES_TITLES = {"pre": "pre-contrast (phase 0000)", "post": "first post-contrast (phase 0001)",
                  "sub": "subtraction (0001 - 0000)"}
 GALLERY_PX = 300
-THUMB_PX = 200
 
 
 @dataclass(frozen=True)

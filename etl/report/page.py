@@ -8,8 +8,12 @@ by construction. Autoescaping is on: values from the table (site names, free tex
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from etl.report.model import Section
+
+if TYPE_CHECKING:
+    from markupsafe import Markup
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -27,7 +31,7 @@ def render(title: str, subtitle: str, sections: list[Section], footer: str) -> s
                                                      footer=footer, css=css, version=__version__)
 
 
-def code_spans(text: str):  # type: ignore[no-untyped-def]
+def code_spans(text: str) -> Markup:
     """Escaped text with `command` spans set as <code> (the sections' prose names commands that way)."""
     import re
 

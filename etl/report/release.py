@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from etl.contracts import REPORT
+from etl.types import StrPath
 
 
 
-def write_release_report(root: str | Path, *, verified: bool = True) -> Path:
+def write_release_report(root: StrPath, *, verified: bool = True) -> Path:
     """Write ``root/report.html``; ``verified``: the build verifies the release before publishing it."""
     from etl.atomic import write_text
     from etl.report.build import build_report

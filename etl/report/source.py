@@ -18,6 +18,7 @@ import pandas as pd
 from etl.contracts import CORRECTIONS, QC, RATINGS, SPLITS, TABLE, TABLE_CSV, TABLE_XLSX
 from etl.errors import ConfigError, EtlError, InputUnreadable
 from etl.layout import Layout
+from etl.types import StrPath
 
 TABLE_NAMES = (TABLE, TABLE_XLSX, TABLE_CSV)
 TABLE_SUFFIXES = (".parquet", ".xlsx", ".csv")
@@ -56,7 +57,7 @@ class ReportSource:
         return p.relative_to(self.layout.root).as_posix(), (p if p.is_file() else None)
 
 
-def load_source(path: str | Path, table: str | Path | None = None) -> ReportSource:
+def load_source(path: StrPath, table: StrPath | None = None) -> ReportSource:
     """Open ``path`` as a release directory, a staged directory (table inside it or ``table``) or a table file."""
     from etl.use.release import is_release
 

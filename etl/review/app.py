@@ -28,7 +28,7 @@ import re
 from dataclasses import dataclass, field
 from collections.abc import MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from starlette.applications import Starlette
@@ -42,6 +42,10 @@ from etl.errors import EtlError, ValidationFailed
 from etl.review.cases import CaseSet, FileHashes, ReviewCase, load_cases
 from etl.review.prepare import VIEWS, ensure_views
 from etl.review.store import SCORE_HELP, SCORE_LABELS, SCORES, Rating, Store, add_rating, latest_by_rater, open_store
+from etl.types import StrPath
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES = PACKAGE_DIR / "templates"
@@ -147,7 +151,7 @@ class PlainError(Response):
         super().__init__(text + "\n", status_code=status, media_type="text/plain; charset=utf-8")
 
 
-def _templates():  # type: ignore[no-untyped-def]
+def _templates() -> Environment:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]),
@@ -155,8 +159,8 @@ def _templates():  # type: ignore[no-untyped-def]
     return env
 
 
-def create_app(source: str | Path | CaseSet, db: str | Path | Store, rater: str, blind: bool = False,
-               token: str | None = None, cache: str | Path | None = None, definition: str | Path | None = None) -> Starlette:
+def create_app(source: StrPath | CaseSet, db: StrPath | Store, rater: str, blind: bool = False,
+               token: str | None = None, cache: StrPath | None = None, definition: StrPath | None = None) -> Starlette:
     """The rating app for one rater over the cases of a staged directory or release.
 
     Views missing from the cache (or made for an earlier mask) are rendered on first display, so the app is

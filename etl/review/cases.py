@@ -21,6 +21,7 @@ from etl.contracts import QC, REVIEW_CACHE_SUFFIX, SEGMENTATION_METHODS
 from etl.errors import InputUnreadable
 from etl.layout import Layout
 from etl.hashing import sha256_file
+from etl.types import StrPath
 
 PRE_PHASE = 0
 POST_PHASE = 1  # the first post-contrast phase: what MAMA-MIA's raters looked at
@@ -95,7 +96,7 @@ def dataset_of(patient_id: str) -> str:
     return patient_id.rsplit("_", 1)[0].upper() if "_" in patient_id else patient_id.upper()
 
 
-def load_cases(path: str | Path, definition: str | Path | None = None, require_automatic: bool = True) -> CaseSet:
+def load_cases(path: StrPath, definition: StrPath | None = None, require_automatic: bool = True) -> CaseSet:
     """Open a staged directory or a release and list its cases (with an automatic mask unless
     ``require_automatic`` is False). Case folders that are not usable are listed in ``skipped``."""
     from etl.segment.io import scan_cases
@@ -146,7 +147,8 @@ def lesion_box_centre(case: ReviewCase, key: str = "lesion_box") -> tuple[float,
         return None
     if len(bounds) != 3 or any(hi <= lo for lo, hi in bounds):
         return None
-    return tuple((lo + hi - 1) / 2.0 for lo, hi in bounds)  # type: ignore[return-value]
+    (i0, i1), (j0, j1), (k0, k1) = bounds
+    return (i0 + i1 - 1) / 2.0, (j0 + j1 - 1) / 2.0, (k0 + k1 - 1) / 2.0
 
 
 class FileHashes:

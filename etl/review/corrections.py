@@ -31,6 +31,7 @@ import pandas as pd
 
 from etl.errors import EtlError, InputUnreadable, ValidationFailed
 from etl.layout import Layout
+from etl.types import Spacing, StrPath
 
 log = logging.getLogger("etl.review.corrections")
 
@@ -61,7 +62,7 @@ MASK_SUFFIXES = ("_mask.nii.gz", "_mask.nii")
 # ------------------------------------------------------------------------------------------------ statistics
 
 
-def correction_stats(automatic: np.ndarray | None, expert: np.ndarray, spacing: tuple[float, float, float]) -> dict[str, float | None]:
+def correction_stats(automatic: np.ndarray | None, expert: np.ndarray, spacing: Spacing) -> dict[str, float | None]:
     """Volumes (cm3) added and removed by the expert, and Dice / HD95 / MSD (mm) automatic vs expert."""
     from etl.segment.metrics import agreement
 
@@ -232,7 +233,7 @@ def latest_quality(db: Path | None) -> dict[str, str]:
         return latest_ratings(store)
 
 
-def import_package(package: str | Path, layout: Layout, expert: str, *, replace: bool = False,
+def import_package(package: StrPath, layout: Layout, expert: str, *, replace: bool = False,
                    db: Path | None = None, now: dt.datetime | None = None) -> ImportResult:
     """Import every corrected mask of an expert's package into the staged directory of ``layout``."""
     from etl.progress import track

@@ -23,6 +23,7 @@ import pandas as pd
 
 from etl.errors import EtlError, InputUnreadable
 from etl.plotstyle import MASK_RGB, figure_bytes, new_figure, style
+from etl.types import StrPath
 
 log = logging.getLogger("etl.review.figures")
 
@@ -204,7 +205,7 @@ def _fmt(v: Any, spec: str) -> str:
     return "n/a" if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else format(float(v), spec)
 
 
-def write_figures(source: str | Path, out: str | Path, per_case: bool = True) -> list[Path]:
+def write_figures(source: StrPath, out: StrPath, per_case: bool = True) -> list[Path]:
     """Every figure for the corrections of ``source`` into ``out``; returns the files written."""
     from etl.atomic import write_bytes
     from etl.progress import track

@@ -19,11 +19,18 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from etl.errors import ConfigError, EtlError, InputUnreadable, ValidationFailed
 from etl.layout import Layout
+from etl.types import StrPath
+
+if TYPE_CHECKING:
+    import nibabel as nib
+
+    from etl.review.assign import Assignment
 
 log = logging.getLogger("etl.review.packages")
 
@@ -50,7 +57,7 @@ class Candidates:
     unusable: list[tuple[str, str]] = field(default_factory=list)  # (patient_id, why)
 
 
-def candidates(root: str | Path, include_corrected: bool = False, definition: str | Path | None = None) -> Candidates:
+def candidates(root: StrPath, include_corrected: bool = False, definition: StrPath | None = None) -> Candidates:
     """Cases that can go to an expert: an automatic mask and the first post-contrast phase exist; by default
     only cases without an expert mask yet (``include_corrected`` = ``--all``)."""
     from etl.review.cases import load_cases
@@ -76,7 +83,7 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-def _blank_like(path: Path):  # type: ignore[no-untyped-def]
+def _blank_like(path: Path) -> nib.Nifti1Image:
     """The image (header only is used) with every free-text header field emptied: nothing but geometry goes
     into a package."""
     from etl.segment.io import load
@@ -122,7 +129,7 @@ def instructions(expert: str, n_cases: int) -> str:
     return Template(text).safe_substitute(expert=expert, n_cases=n_cases)
 
 
-def write_packages(layout: Layout, assignments: list, out: str | Path, seed: int) -> PackagesResult:  # type: ignore[type-arg]
+def write_packages(layout: Layout, assignments: list[Assignment], out: StrPath, seed: int) -> PackagesResult:
     """One folder per expert under ``out`` (built in ``out.partial``), plus ``assignments.csv``.
 
     ``assignments``: ``etl.review.assign.Assignment`` records. A case whose files cannot be packaged is

@@ -25,6 +25,7 @@ from etl.atomic import write_bytes, write_text
 from etl.errors import ValidationFailed
 from etl.review.cases import CaseSet, FileHashes, ReviewCase, lesion_box_centre, load_cases, sha256_file
 from etl.review.render import PLANES, RENDER_VERSION
+from etl.types import StrPath
 
 log = logging.getLogger("etl.review")
 
@@ -124,7 +125,9 @@ def ensure_views(case: ReviewCase, cache: Path, hashes: FileHashes | None = None
     rec = read_current(cache, case.patient_id)
     if rec is not None and rec.get("file_stats", {}).get("post") == stats["post"] \
             and rec.get("file_stats", {}).get("pre") == stats["pre"]:
-        mask_sha = (hashes.sha256 if hashes is not None else sha256_file)(files["mask"])  # type: ignore[arg-type]
+        mask = files["mask"]
+        assert mask is not None  # _inputs refuses a case without an automatic mask
+        mask_sha = (hashes.sha256 if hashes is not None else sha256_file)(mask)
         digests = {"post_sha256": rec.get("post_sha256"), "pre_sha256": rec.get("pre_sha256"), "mask_sha256": mask_sha}
         if rec.get("key") == view_key(digests):
             return rec, False
@@ -142,8 +145,8 @@ def _prepare_one(args: tuple[ReviewCase, str, str]) -> tuple[str, bool]:
     return case.patient_id, rendered
 
 
-def prepare_views(source: str | Path | CaseSet, cache: str | Path | None = None, jobs: int = 1,
-                  scheduler: str | None = None, definition: str | Path | None = None) -> PrepareResult:
+def prepare_views(source: StrPath | CaseSet, cache: StrPath | None = None, jobs: int = 1,
+                  scheduler: str | None = None, definition: StrPath | None = None) -> PrepareResult:
     """Render the views of every case with an automatic mask (skipping those already current).
 
     A case that fails (unreadable file, mask on another grid...) is recorded in ``failed`` and the others

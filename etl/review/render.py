@@ -23,14 +23,19 @@ metadata, so the same inputs always give the same bytes. Greyscale-with-contours
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, SupportsInt
 
 import numpy as np
 
 from etl.errors import InputUnreadable, ValidationFailed
 from etl.plotstyle import MASK_RGB
+from etl.types import AffineRAS, Shape3, Spacing, StrPath, VoxelIndex
+
+if TYPE_CHECKING:
+    from nibabel.spatialimages import SpatialImage
 
 PLANES: tuple[str, ...] = ("axial", "coronal", "sagittal")
 SERIES: tuple[str, ...] = ("pre", "post", "sub")  # pre-contrast, first post-contrast, subtraction post - pre
@@ -51,13 +56,13 @@ class Volume:
     contiguous): slicing it is cheap, arithmetic on it works like on any array."""
 
     data: np.ndarray  # axes (L, P, S)
-    spacing: tuple[float, float, float]  # mm along the LPS array axes
+    spacing: Spacing  # mm along the LPS array axes
     transform: np.ndarray  # nibabel orientation transform (file axes -> LPS axes)
-    file_shape: tuple[int, int, int]
-    affine: np.ndarray  # the file's affine (to check that masks are on the same grid)
+    file_shape: Shape3
+    affine: AffineRAS  # the file's affine (to check that masks are on the same grid)
     source: str = ""
 
-    def to_lps_index(self, ijk: Sequence[float]) -> tuple[int, int, int]:
+    def to_lps_index(self, ijk: Sequence[float]) -> VoxelIndex:
         """A voxel index of the file's array (e.g. a lesion box centre) as an index of ``data``."""
         out = [0, 0, 0]
         for axis, (new_axis, flip) in enumerate(self.transform):
@@ -82,14 +87,20 @@ class CaseViews:
     """The rendered views of one case: ``png[f"{series}_{plane}"]`` and where the slices cut."""
 
     png: dict[str, bytes]
-    point: tuple[int, int, int]  # LPS voxel index the three planes go through
+    point: VoxelIndex  # LPS voxel index the three planes go through
     point_source: str  # "mask" (largest component's centroid), "box" (lesion box centre) or "centre"
     mm_per_px: float
     windows: dict[str, tuple[float, float]] = field(default_factory=dict)
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)  # (width, height) px per view
 
 
-def _read_nifti(path: Path):  # type: ignore[no-untyped-def]
+def _index3(values: Iterable[SupportsInt]) -> VoxelIndex:
+    """Exactly three integers (a voxel index, or a grid shape)."""
+    i, j, k = (int(v) for v in values)
+    return i, j, k
+
+
+def _read_nifti(path: Path) -> SpatialImage:
     """The NIfTI image with its voxels in memory; a .gz is inflated with python-isal when installed
     (about 3x zlib: reading two full-size phases is most of a case's render time)."""
     import nibabel as nib
@@ -98,15 +109,23 @@ def _read_nifti(path: Path):  # type: ignore[no-untyped-def]
         try:
             from isal import igzip
         except ImportError:  # pragma: no cover - isal is a dependency; plain nibabel still works
-            return nib.load(str(path))
+            return _spatial(nib.load(str(path)), path)
         try:
             return nib.Nifti1Image.from_bytes(igzip.decompress(path.read_bytes()))
         except nib.filebasedimages.ImageFileError:  # e.g. NIfTI-2: let nibabel pick the class
-            return nib.load(str(path))
-    return nib.load(str(path))
+            return _spatial(nib.load(str(path)), path)
+    return _spatial(nib.load(str(path)), path)
 
 
-def load_volume(path: str | Path, dtype: type | None = None) -> Volume:
+def _spatial(img: object, path: Path) -> SpatialImage:
+    from nibabel.spatialimages import SpatialImage
+
+    if not isinstance(img, SpatialImage):
+        raise InputUnreadable(f"not an image with a voxel grid ({type(img).__name__})", str(path))
+    return img
+
+
+def load_volume(path: StrPath, dtype: type | None = None) -> Volume:
     """Read a NIfTI and view it on LPS array axes (no resampling, no copy); ``dtype`` converts the voxels.
 
     Non-finite voxels of a float image (NaN outside a resampled field of view) are read as 0."""
@@ -135,11 +154,10 @@ def load_volume(path: str | Path, dtype: type | None = None) -> Volume:
     for axis, (new_axis, _flip) in enumerate(transform):
         spacing[int(new_axis)] = float(zooms[axis])
     data = ornt.apply_orientation(arr, transform)
-    return Volume(data, (spacing[0], spacing[1], spacing[2]), transform, tuple(int(n) for n in arr.shape),  # type: ignore[arg-type]
-                  affine, str(path))
+    return Volume(data, (spacing[0], spacing[1], spacing[2]), transform, _index3(arr.shape), affine, str(path))
 
 
-def load_mask(path: str | Path, like: Volume) -> np.ndarray:
+def load_mask(path: StrPath, like: Volume) -> np.ndarray:
     """A mask file as a boolean array on ``like``'s LPS grid; refused when it is not on the image's grid."""
     mask = load_volume(path)
     if mask.file_shape != like.file_shape or not np.allclose(mask.affine, like.affine, atol=1e-3):
@@ -165,7 +183,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
     Labelling runs on the mask's bounding box only: a lesion is a few thousand voxels of a 30-million
     voxel grid."""
-    from scipy import ndimage  # type: ignore[import-untyped]
+    from scipy import ndimage
 
     mask = np.asarray(mask, bool)
     out = np.zeros(mask.shape, bool)
@@ -182,7 +200,7 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 
 def focus_point(shape: Sequence[int], mask: np.ndarray | None = None,
-                box_centre: Sequence[int] | None = None) -> tuple[tuple[int, int, int], str]:
+                box_centre: Sequence[int] | None = None) -> tuple[VoxelIndex, str]:
     """Where the three planes cut: the centroid of the mask's largest component (rounded to the nearest
     voxel), else the lesion box centre (an LPS index), else the image centre; and which one it was."""
     if mask is not None and mask.any():
@@ -194,10 +212,10 @@ def focus_point(shape: Sequence[int], mask: np.ndarray | None = None,
             coords = np.stack(idx, axis=1)
             d2 = ((coords - np.asarray(local)) ** 2).sum(axis=1)
             local = tuple(int(v) for v in coords[int(np.argmin(d2))])
-        return tuple(int(v) + b.start for v, b in zip(local, box)), "mask"  # type: ignore[return-value]
+        return _index3(int(v) + b.start for v, b in zip(local, box)), "mask"
     if box_centre is not None:
-        return tuple(int(min(max(int(v), 0), n - 1)) for v, n in zip(box_centre, shape)), "box"  # type: ignore[return-value]
-    return tuple(int((n - 1) // 2) for n in shape), "centre"  # type: ignore[return-value]
+        return _index3(min(max(int(v), 0), n - 1) for v, n in zip(box_centre, shape)), "box"
+    return _index3((n - 1) // 2 for n in shape), "centre"
 
 
 def robust_window(data: np.ndarray, percentiles: tuple[float, float] = WINDOW_PERCENTILES) -> tuple[float, float]:
@@ -333,11 +351,11 @@ def render_case(post: Volume, pre: Volume | None = None, layers: Sequence[Layer]
     if focus_mask is None and layers:
         focus_mask = layers[0].mask
     if point is None:
-        point, source = focus_point(post.data.shape, focus_mask, box_centre)
+        at, source = focus_point(post.data.shape, focus_mask, box_centre)
     else:
-        point, source = tuple(int(v) for v in point), "given"  # type: ignore[assignment]
+        at, source = _index3(point), "given"
     scale = mm_per_pixel(post.data.shape, post.spacing, max_px)
-    out = CaseViews({}, tuple(int(v) for v in point), source, scale)  # type: ignore[arg-type]
+    out = CaseViews({}, at, source, scale)
     for s in series:
         if s not in SERIES:
             raise ValueError(f"unknown series {s!r}; expected one of {SERIES}")
@@ -349,13 +367,22 @@ def render_case(post: Volume, pre: Volume | None = None, layers: Sequence[Layer]
             window = robust_window(np.asarray(post.data[::step, ::step, ::step], np.float32)
                                    - np.asarray(pre.data[::step, ::step, ::step], np.float32))
         else:
-            window = robust_window((post if s == "post" else pre).data)  # type: ignore[union-attr]
+            window = robust_window(_shown(s, post, pre).data)
         out.windows[s] = window
         for plane in planes:
             png = _series_plane(s, post, pre, plane, out.point, window, scale, layers)
             out.png[f"{s}_{plane}"] = png
             out.sizes[f"{s}_{plane}"] = png_size(png)
     return out
+
+
+def _shown(series: str, post: Volume, pre: Volume | None) -> Volume:
+    """The volume series ``post`` or ``pre`` shows."""
+    if series == "post":
+        return post
+    if pre is None:
+        raise ValueError(f"series {series!r} needs the pre-contrast phase")
+    return pre
 
 
 def _series_plane(series: str, post: Volume, pre: Volume | None, plane: str, point: Sequence[int],
@@ -367,19 +394,23 @@ def _series_plane(series: str, post: Volume, pre: Volume | None, plane: str, poi
         image = (np.asarray(plane_slice(post.data, plane, point), np.float32)
                  - np.asarray(plane_slice(pre.data, plane, point), np.float32))
     else:
-        image = np.asarray(plane_slice((post if series == "post" else pre).data, plane, point), np.float32)  # type: ignore[union-attr]
+        image = np.asarray(plane_slice(_shown(series, post, pre).data, plane, point), np.float32)
     grey, paint = compose(image, window, plane_spacing(post.spacing, plane), mm_per_px, cut)
     return encode_png(grey, paint)
 
 
-def render_files(post: str | Path, pre: str | Path | None = None, masks: Mapping[str, str | Path] | None = None,
-                 colours: Mapping[str, tuple[int, int, int]] | None = None, **kwargs: object) -> CaseViews:
+def render_files(post: StrPath, pre: StrPath | None = None, masks: Mapping[str, StrPath] | None = None,
+                 colours: Mapping[str, tuple[int, int, int]] | None = None, *, box_centre: Sequence[int] | None = None,
+                 series: Sequence[str] = ("post", "sub"), planes: Sequence[str] = PLANES,
+                 max_px: int = DEFAULT_MAX_PX, point: Sequence[int] | None = None) -> CaseViews:
     """``render_case`` from file paths: each mask in ``masks`` (name -> path) is drawn as a contour in
-    ``colours[name]`` (default ``MASK_RGB[name]``, else the reviewed-mask red); the first one chooses the point."""
+    ``colours[name]`` (default ``MASK_RGB[name]``, else the reviewed-mask red); the first one chooses the point.
+    The keyword arguments are ``render_case``'s."""
     post_v = load_volume(post)
     pre_v = load_volume(pre) if pre is not None else None
     layers = []
     for name, path in (masks or {}).items():
         rgb = (colours or {}).get(name) or MASK_RGB.get(name, MASK_RGB["reviewed"])
         layers.append(Layer(load_mask(path, post_v), rgb))
-    return render_case(post_v, pre_v, layers, **kwargs)  # type: ignore[arg-type]
+    return render_case(post_v, pre_v, layers, box_centre=box_centre, series=series, planes=planes, max_px=max_px,
+                       point=point)

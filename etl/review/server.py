@@ -19,7 +19,6 @@ from typing import Any
 from etl.errors import ConfigError
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8765
 
 
 def is_loopback(host: str) -> bool:
@@ -70,7 +69,7 @@ def running_server(app: Any, host: str = DEFAULT_HOST, port: int = 0, log_level:
     """Serve ``app`` in a background thread; yields its base URL (``http://127.0.0.1:PORT``)."""
     sock = bind(host, port)
     server = _server(app, sock, log_level)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
+    server.install_signal_handlers = lambda: None  # not the main thread
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -20,7 +20,6 @@ Scores are spelled ``good | acceptable | poor | missed`` (MAMA-MIA's four classe
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -28,9 +27,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from etl.errors import InputUnreadable, ValidationFailed
+from etl.types import StrPath
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCORES: tuple[str, ...] = ("good", "acceptable", "poor", "missed")
 SCORE_LABELS: dict[str, str] = {"good": "Good", "acceptable": "Acceptable", "poor": "Poor", "missed": "Missed"}
@@ -125,7 +128,7 @@ class Store:
         self.close()
 
 
-def open_store(path: str | os.PathLike[str], create: bool = True) -> Store:
+def open_store(path: StrPath, create: bool = True) -> Store:
     """Open (or create) a ratings database; ``create=False`` refuses a missing file (export, agreement)."""
     p = Path(path)
     if not create and not p.is_file():
@@ -152,7 +155,7 @@ def open_store(path: str | os.PathLike[str], create: bool = True) -> Store:
     return Store(p, conn)
 
 
-def _as_store(db: Store | str | os.PathLike[str]) -> Store:
+def _as_store(db: Store | StrPath) -> Store:
     return db if isinstance(db, Store) else open_store(db, create=False)
 
 
@@ -189,7 +192,7 @@ def add_rating(db: Store, patient_id: str, rater: str, score: str, comment: str 
         cur = conn.execute("INSERT INTO ratings (patient_id, rater, score, comment, rated_at, mask_sha256, app_version)"
                            " VALUES (?, ?, ?, ?, ?, ?, ?)", row)
         rid = int(cur.lastrowid or 0)
-    return Rating(rid, *row)  # type: ignore[arg-type]
+    return Rating(rid, *row)
 
 
 def _rating(r: sqlite3.Row) -> Rating:
@@ -197,7 +200,7 @@ def _rating(r: sqlite3.Row) -> Rating:
                   r["mask_sha256"], r["app_version"])
 
 
-def latest_by_rater(db: Store | str | os.PathLike[str], rater: str | None = None) -> dict[tuple[str, str], Rating]:
+def latest_by_rater(db: Store | StrPath, rater: str | None = None) -> dict[tuple[str, str], Rating]:
     """The latest rating per (patient_id, rater) (only ``rater``'s when given)."""
     store = _as_store(db)
     sql, params = _LATEST, tuple[str, ...]()
@@ -206,7 +209,7 @@ def latest_by_rater(db: Store | str | os.PathLike[str], rater: str | None = None
     return {(r["patient_id"], r["rater"]): _rating(r) for r in store.query(sql + " ORDER BY r.id", params)}
 
 
-def latest_rows(db: Store | str | os.PathLike[str]) -> dict[str, Rating]:
+def latest_rows(db: Store | StrPath) -> dict[str, Rating]:
     """Per case, the most recent rating given by any rater (highest id), as a full ``Rating``."""
     out: dict[str, Rating] = {}
     for (pid, _), rating in sorted(latest_by_rater(db).items(), key=lambda kv: kv[1].id):
@@ -214,7 +217,7 @@ def latest_rows(db: Store | str | os.PathLike[str]) -> dict[str, Rating]:
     return out
 
 
-def latest_ratings(db: Store | str | os.PathLike[str]) -> dict[str, str]:
+def latest_ratings(db: Store | StrPath) -> dict[str, str]:
     """Per case, one score: the most recent rating of ANY rater (the last word on the case).
 
     This is what a stratification needs (one class per case, e.g. balanced assignment to experts). For the
@@ -222,7 +225,7 @@ def latest_ratings(db: Store | str | os.PathLike[str]) -> dict[str, str]:
     return {pid: r.score for pid, r in latest_rows(db).items()}
 
 
-def history(db: Store | str | os.PathLike[str], patient_id: str, rater: str | None = None) -> list[Rating]:
+def history(db: Store | StrPath, patient_id: str, rater: str | None = None) -> list[Rating]:
     """Every rating of a case (of one rater when given), oldest first."""
     store = _as_store(db)
     if rater is None:
@@ -232,7 +235,7 @@ def history(db: Store | str | os.PathLike[str], patient_id: str, rater: str | No
     return [_rating(r) for r in rows]
 
 
-def ratings_frame(db: Store | str | os.PathLike[str], all_history: bool = False):  # type: ignore[no-untyped-def]
+def ratings_frame(db: Store | StrPath, all_history: bool = False) -> pd.DataFrame:
     """The ratings as a DataFrame with ``EXPORT_COLUMNS``: latest per (case, rater), or every row."""
     import pandas as pd
 
@@ -243,7 +246,7 @@ def ratings_frame(db: Store | str | os.PathLike[str], all_history: bool = False)
     return df.astype({c: "string" for c in EXPORT_COLUMNS})
 
 
-def export_ratings(db: Store | str | os.PathLike[str], out: str | os.PathLike[str], all_history: bool = False,
+def export_ratings(db: Store | StrPath, out: StrPath, all_history: bool = False,
                    anonymize: bool = False) -> Path:
     """Write the ratings to ``.csv`` or ``.parquet`` (by suffix), atomically; see ``ratings_frame``.
 
@@ -268,7 +271,7 @@ def export_ratings(db: Store | str | os.PathLike[str], out: str | os.PathLike[st
     return target
 
 
-def read_ratings(path: str | os.PathLike[str]):  # type: ignore[no-untyped-def]
+def read_ratings(path: StrPath) -> pd.DataFrame:
     """Ratings from a database or an export (.csv/.parquet), latest per (case, rater), ``EXPORT_COLUMNS``
     at least ``patient_id, rater, score``; scores checked."""
     import pandas as pd

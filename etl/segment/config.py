@@ -14,6 +14,7 @@ from typing import Any
 from etl.yamlfile import load_yaml_mapping
 from etl.errors import ConfigError
 from etl.resources import data_path
+from etl.types import StrPath
 
 NORMALIZATIONS = ("none", "zscore_all_phases", "zscore")
 METHODS = ("nnunet", "ftv")
@@ -59,7 +60,7 @@ def _opt_float(value: Any, key: str, where: str) -> float | None:
         raise ConfigError(f"segmentation.{key} must be a number or null, got {value!r}", where) from exc
 
 
-def load_config(definition: str | Path | None = None) -> SegmentationConfig:
+def load_config(definition: StrPath | None = None) -> SegmentationConfig:
     """Settings from ``definition`` (default: the shipped release/v1.yaml)."""
     path = Path(definition) if definition else data_path("release/v1.yaml")
     where = str(path)

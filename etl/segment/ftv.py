@@ -116,4 +116,4 @@ def read_box(info_file: Path, key: str, shape: Sequence[int], spacing: Sequence[
     for (lo, hi), n, s in zip(bounds, shape, spacing):
         m = int(np.ceil(margin_mm / s)) if margin_mm > 0 else 0
         out.append(slice(max(lo - m, 0), min(hi + m, int(n))))
-    return tuple(out)  # type: ignore[return-value]
+    return out[0], out[1], out[2]

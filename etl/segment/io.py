@@ -11,7 +11,6 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from etl.atomic import write_bytes
 from etl.errors import EtlError, InputUnreadable, SegmentError
 from etl.layout import Layout
+from etl.types import Spacing
 
 log = logging.getLogger("etl.segment")
 
@@ -102,12 +102,14 @@ def find_cases(layout: Layout) -> list[Case]:
 
 def load(path: Path) -> nib.Nifti1Image:
     try:
-        img: Any = nib.load(str(path))  # parses the header; data is read lazily by read_array
+        img = nib.load(str(path))  # parses the header; data is read lazily by read_array
     except (OSError, nib.filebasedimages.ImageFileError, EOFError) as exc:
         raise InputUnreadable(f"cannot read NIfTI: {exc}", str(path)) from exc
+    if not isinstance(img, nib.Nifti1Image):  # NIfTI-2 is a subclass
+        raise InputUnreadable(f"not a NIfTI image ({type(img).__name__})", str(path))
     if len(img.shape) != 3:
         raise InputUnreadable(f"expected a 3-D image, got shape {img.shape}", str(path))
-    return cast(nib.Nifti1Image, img)
+    return img
 
 
 def read_array(path: Path, dtype: type = np.float32) -> np.ndarray:
@@ -164,9 +166,10 @@ def read_phases(case: Case) -> tuple[np.ndarray, nib.Nifti1Image]:
     return np.stack(arrays), ref
 
 
-def spacing_of(img: nib.Nifti1Image) -> tuple[float, float, float]:
+def spacing_of(img: nib.Nifti1Image) -> Spacing:
     """Voxel size in mm along the array axes (from the affine, so it matches the world grid)."""
-    return tuple(float(v) for v in np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
+    x, y, z = (float(v) for v in np.sqrt((img.affine[:3, :3] ** 2).sum(axis=0)))
+    return x, y, z
 
 
 def nifti_bytes(data: np.ndarray, like: nib.Nifti1Image, dtype: type = np.uint8, level: int = 6) -> bytes:

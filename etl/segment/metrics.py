@@ -15,10 +15,12 @@ Conventions
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+
+from etl.types import Spacing
 
 _FACE = ndimage.generate_binary_structure(3, 1)
 _FULL = ndimage.generate_binary_structure(3, 3)
@@ -30,11 +32,8 @@ class Agreement:
     hd95_mm: float
     msd_mm: float
 
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
-
-def volume_mm3(mask: np.ndarray, spacing: tuple[float, float, float]) -> float:
+def volume_mm3(mask: np.ndarray, spacing: Spacing) -> float:
     return float(np.count_nonzero(mask)) * float(np.prod(spacing))
 
 
@@ -57,7 +56,7 @@ def surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=_FACE, border_value=0)
 
 
-def surface_distances(a: np.ndarray, b: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+def surface_distances(a: np.ndarray, b: np.ndarray, spacing: Spacing) -> np.ndarray:
     """Distances in mm from each surface voxel of ``a`` to the surface of ``b`` (both must be non-empty)."""
     sa, sb = surface(a), surface(b)
     dist_to_b = ndimage.distance_transform_edt(~sb, sampling=spacing)
@@ -73,7 +72,7 @@ def _crop(a: np.ndarray, b: np.ndarray, pad: int = 2) -> tuple[np.ndarray, np.nd
     return a[sl], b[sl]
 
 
-def agreement(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, float, float]) -> Agreement:
+def agreement(pred: np.ndarray, ref: np.ndarray, spacing: Spacing) -> Agreement:
     """Dice, HD95 (mm) and mean surface distance (mm) between two masks on the same grid."""
     pred = np.asarray(pred) > 0
     ref = np.asarray(ref) > 0

@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from etl.segment import INSTALL_HINT, nnunet_available
 from etl.segment.config import SegmentationConfig
 from etl.segment.io import (Case, grid_difference, load, phase_index, read_array, read_phases, reference_phase,
                             same_grid, write_nifti)
+from etl.types import StrPath
 
 log = logging.getLogger("etl.segment")
 
@@ -157,7 +158,7 @@ def _check_model_inputs(trainer: Path) -> None:
     _read_json(trainer / "plans.json")
 
 
-def resolve_model(model: str | Path | None, folds: Sequence[int] | None = None,
+def resolve_model(model: StrPath | None, folds: Sequence[int] | None = None,
                   checkpoint: str = "checkpoint_final.pth") -> ModelFolder:
     """Accept the trainer folder itself or a folder containing ``nnUNetTrainer__nnUNetPlans__3d_fullres``.
 
@@ -174,8 +175,8 @@ def resolve_model(model: str | Path | None, folds: Sequence[int] | None = None,
         partial = next((c for c in candidates if c.is_dir() and (
             any((c / n).exists() for n in ("plans.json", "dataset.json")) or any(c.glob("fold_*")))), None)
         if partial is not None:
-            missing = next(n for n in ("plans.json", "dataset.json") if not (partial / n).is_file())
-            raise SegmentError(f"incomplete nnU-Net model folder: {missing} is missing", str(partial / missing))
+            absent = next(n for n in ("plans.json", "dataset.json") if not (partial / n).is_file())
+            raise SegmentError(f"incomplete nnU-Net model folder: {absent} is missing", str(partial / absent))
         raise SegmentError(f"no nnU-Net model here: expected plans.json, dataset.json and fold_k/{checkpoint} "
                            f"in the folder or in {TRAINER_DIR}/", str(root))
     _check_model_inputs(trainer)
@@ -242,7 +243,7 @@ def select_device(requested: str = "auto") -> Any:
 
 
 @contextlib.contextmanager
-def _quiet(what: str):
+def _quiet(what: str) -> Iterator[None]:
     """nnU-Net prints progress to stdout; keep stdout for our own output and log its text at debug level."""
     buf = io.StringIO()
     try:
@@ -306,15 +307,13 @@ class Predictor:
         The model's own reader/writer (plans.json ``image_reader_writer``) loads the input and writes the
         segmentation, so the axis order is the one the model was trained with, whatever it is.
         """
-        import nibabel as nib
-
         out = work / (image.name.replace("_0000.nii.gz", "") + "_seg.nii.gz")
         try:
             with _quiet(image.name):
                 data, props = self._rw.read_images([str(image)])
                 seg = self._p.predict_single_npy_array(data, props, None, None, False)
                 self._rw.write_seg(seg, str(out), props)
-            arr = np.asarray(nib.load(str(out)).dataobj)
+            arr = np.asarray(load(out).dataobj)
         except Exception as exc:  # SimpleITK/torch/nnU-Net errors on this input: this case fails, not the run
             log.debug("nnU-Net failed on %s", image, exc_info=True)
             raise SegmentError(f"nnU-Net could not segment this case: {type(exc).__name__}: {_one_line(exc)}",

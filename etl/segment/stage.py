@@ -33,6 +33,7 @@ from etl.segment import bookkeeping as book
 from etl.segment.config import SegmentationConfig, load_config
 from etl.segment.io import (Case, grid_difference, load, read_array, read_phases, reference_phase, same_grid,
                             scan_cases, spacing_of, write_nifti)
+from etl.types import StrPath
 
 log = logging.getLogger("etl.segment")
 
@@ -105,12 +106,12 @@ def _ftv_one(args: tuple[Case, SegmentationConfig, str]) -> str:
 
 
 def run_segmentation(
-    staged: str | Path,
+    staged: StrPath,
     method: str | None = None,
-    model: str | Path | None = None,
+    model: StrPath | None = None,
     folds: tuple[int, ...] | None = None,
     device: str | None = None,
-    definition: str | Path | None = None,
+    definition: StrPath | None = None,
     jobs: int = 1,
     scheduler: str | None = None,
 ) -> RunResult:
@@ -209,7 +210,7 @@ def run_segmentation(
             if out.ok:
                 made(pid)
             else:  # an expected fault is its one-line message; a bug also names its exception type
-                why = out.message if out.traceback is None else f"{out.error_kind}: {out.message}"
+                why = (out.message or "") if out.traceback is None else f"{out.error_kind}: {out.message}"
                 log.error("%s: %s", pid, why)
                 if out.traceback:
                     log.debug("%s", out.traceback)

@@ -17,12 +17,13 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from etl.standins.faults import HTML_ERROR_PAGE, Faults
 
 log = logging.getLogger("etl.standins")
+_Server = TypeVar("_Server", bound="LoopbackServer")
 
 
 @dataclass
@@ -107,7 +108,7 @@ class LoopbackServer:
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> LoopbackServer:
+    def start(self: _Server) -> _Server:
         owner = self
 
         class Handler(_Handler):
@@ -155,7 +156,7 @@ class LoopbackServer:
         """Block until stopped (idle/lifetime) or ``seconds`` pass."""
         self._stop.wait(seconds)
 
-    def __enter__(self) -> LoopbackServer:
+    def __enter__(self: _Server) -> _Server:
         return self.start() if self._httpd is None else self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:

@@ -12,36 +12,6 @@ from dataclasses import dataclass, field, fields
 
 ALWAYS = 10**9
 
-KNOBS = {
-    "http500": "answer the first k matching requests with HTTP 500",
-    "drop_mid_body": "close the connection halfway through the first k payload bodies",
-    "truncate_zip": "serve the first k zips cut short (with a Content-Length that matches the short body)",
-    "wrong_md5": "advertise a wrong md5 for the first k payloads (md5hashes.csv / file handle contentMd5)",
-    "slow_first_byte": "seconds to wait before the first byte of the first `slow_count` payload answers",
-    "slow_count": "how many payload answers are slow (see slow_first_byte)",
-    "zip_slip": "add an entry named ../<name> to the first k zips",
-    "http503": "answer the first k matching requests with HTTP 503 (with Retry-After if retry_after > 0)",
-    "http429": "answer the first k matching requests with HTTP 429 Too Many Requests (Retry-After: retry_after)",
-    "retry_after": "seconds sent in the Retry-After header of http503/http429 answers (0: no header)",
-    "html_200": "answer the first k matching requests with 200 and an HTML error page instead of the payload",
-    "bad_json": "answer the first k JSON requests with 200 and malformed JSON",
-    "empty_zip": "serve the first k zips with no entries at all",
-    "duplicate_entry": "repeat the first DICOM entry of the first k zips under the same name",
-    "extra_entries": "add non-DICOM files (LICENSE.txt, notes/readme.md) to the first k zips (harmless)",
-    "nested_folder": "put every entry of the first k zips under a <SeriesInstanceUID>/ folder (harmless)",
-    "missing_md5": "omit the md5 of the first k payloads (no md5hashes.csv / no contentMd5)",
-    "zip_bomb": "pad the first DICOM entry of the first k zips with bomb_mb MB of zeros, deflated, with an honest "
-                "central directory and a consistent md5hashes.csv (a ~1000:1 entry)",
-    "zip_bomb_lying": "as zip_bomb, but the zip's directory and local header state the entry's original size",
-    "bomb_mb": "megabytes of zero padding added by zip_bomb / zip_bomb_lying (default 64)",
-    "oversize_series": "pad the first DICOM entry of the first k zips with incompressible bytes (the series' "
-                       "reported size + 1 MiB), md5 consistent: an honest zip bigger than NBIA's FileSize",
-    "overlong_content": "send the first k Synapse file bodies with extra bytes beyond the handle's contentSize",
-    "no_content_length": "send the first k payload bodies without Content-Length (the body ends when the "
-                         "connection closes), so a client can only bound them while reading",
-}
-
-
 _FLOAT_KNOBS = ("slow_first_byte", "retry_after", "bomb_mb")
 HTML_ERROR_PAGE = (b"<!DOCTYPE html>\n<html><head><title>Service Unavailable</title></head>"
                    b"<body><h1>Down for maintenance</h1><p>Please try again later.</p></body></html>\n")

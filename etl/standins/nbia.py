@@ -31,6 +31,7 @@ from typing import Any
 
 from etl.standins.base import LoopbackServer, Request, Response
 from etl.standins.faults import Faults
+from etl.types import StrPath
 
 API_PREFIX = "/nbia-api/services/v4/"
 _JSON_ENDPOINTS = ("getCollectionValues", "getPatient", "getSeries", "getSeriesSize")
@@ -72,7 +73,7 @@ class NbiaStandin(LoopbackServer):
 
     name = "nbia-standin"
 
-    def __init__(self, corpus: str | Path, faults: Faults | None = None, md5_endpoint: bool = True, **kw: Any) -> None:
+    def __init__(self, corpus: StrPath, faults: Faults | None = None, md5_endpoint: bool = True, **kw: Any) -> None:
         super().__init__(faults, **kw)
         self.corpus = Path(corpus)
         self.md5_endpoint = md5_endpoint  # False: behave like a mirror without getImageWithMD5Hash (404)
@@ -282,7 +283,7 @@ def _state_size(data: bytes, name: str, size: int) -> bytes:
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         info = zf.getinfo(name)
         struct.pack_into("<I", out, info.header_offset + 22, size)  # local file header: uncompressed size
-        pos = zf.start_dir  # type: ignore[attr-defined]
+        pos = zf.start_dir
     while out[pos:pos + 4] == b"PK\x01\x02":  # central directory records
         n, m, k = struct.unpack_from("<HHH", out, pos + 28)
         if out[pos + 46:pos + 46 + n].decode("utf-8") == name:

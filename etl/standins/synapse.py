@@ -33,6 +33,7 @@ from urllib.parse import quote, unquote
 
 from etl.standins.base import LoopbackServer, Request, Response
 from etl.standins.faults import Faults
+from etl.types import StrPath
 
 FOLDER = "org.sagebionetworks.repo.model.Folder"
 PROJECT = "org.sagebionetworks.repo.model.Project"
@@ -65,7 +66,7 @@ class SynapseStandin(LoopbackServer):
 
     def __init__(
         self,
-        root: str | Path,
+        root: StrPath,
         token: str | None = None,
         faults: Faults | None = None,
         root_id: str = "syn60868042",
@@ -83,15 +84,6 @@ class SynapseStandin(LoopbackServer):
         self.entities: dict[str, _Entity] = {}
         self._by_handle: dict[str, _Entity] = {}
         self._index()
-
-    @property
-    def endpoints(self) -> dict[str, str]:
-        """Keyword arguments for ``synapseclient.Synapse`` (repo/auth/file endpoints)."""
-        return {
-            "repoEndpoint": self.origin + "/repo/v1",
-            "authEndpoint": self.origin + "/auth/v1",
-            "fileHandleEndpoint": self.origin + "/file/v1",
-        }
 
     # ------------------------------------------------------------------ index
     def _index(self) -> None:
@@ -258,7 +250,7 @@ class SynapseStandin(LoopbackServer):
     def _serve_file(self, req: Request) -> tuple[Response, set[str], str, str]:
         m = re.fullmatch(r"/s3/(\d+)/(.+)", req.path)
         e = self._by_handle.get(m.group(1)) if m else None
-        if e is None or unquote(m.group(2)) != e.name:  # type: ignore[union-attr]
+        if m is None or e is None or unquote(m.group(2)) != e.name:
             return Response.text("NoSuchKey", 404), set(), "", "n/a"
         q = req.query
         date, expires, sig = q.get("X-Amz-Date", ""), q.get("X-Amz-Expires", ""), q.get("X-Amz-Signature", "")

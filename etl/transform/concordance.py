@@ -192,6 +192,6 @@ def format_text(report: ConcordanceReport, only_mapped: bool = False) -> str:
         lines.append("")
     lowest = report.lowest_mapped()
     if lowest:
-        ds, name, rate = lowest[0]
-        lines.append(f"lowest rate of a source-mapped variable: {100 * rate:.2f}% ({ds} {name})")
+        low_ds, low_name, low_rate = lowest[0]
+        lines.append(f"lowest rate of a source-mapped variable: {100 * low_rate:.2f}% ({low_ds} {low_name})")
     return "\n".join(lines).rstrip() + "\n"

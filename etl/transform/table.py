@@ -10,7 +10,6 @@ values, so any cell of a release can be traced back.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from etl.errors import ConfigError, InputUnreadable, ValidationFailed
+from etl.hashing import sha256_file
 from etl.transform.clinical import (
     CollectionMapping,
     Normalizer,
@@ -53,14 +53,6 @@ class BuildResult:
     normalizations: list[dict[str, Any]] = field(default_factory=list)
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def resolve_sources(named: Mapping[str, str | os.PathLike[str]], mappings: Mapping[str, CollectionMapping]) -> dict[str, Path]:
     """``{"duke": path}`` -> ``{"DUKE": path}``; a name is a mapping file's stem or its dataset."""
     by_name: dict[str, str] = {}
@@ -70,13 +62,13 @@ def resolve_sources(named: Mapping[str, str | os.PathLike[str]], mappings: Mappi
             by_name[ds.lower()] = ds
     out: dict[str, Path] = {}
     for name, path in named.items():
-        ds = by_name.get(name.lower())
-        if ds is None:
+        found = by_name.get(name.lower())
+        if found is None:
             known = sorted({m.path.stem for m in mappings.values() if m.source is not None})
             raise ConfigError(f"no mapping with a source for {name!r} (known: {', '.join(known)})", f"--source {name}=...")
-        if ds in out:
-            raise ConfigError(f"source for {ds} given twice", f"--source {name}=...")
-        out[ds] = Path(path)
+        if found in out:
+            raise ConfigError(f"source for {found} given twice", f"--source {name}=...")
+        out[found] = Path(path)
     return out
 
 
@@ -155,7 +147,7 @@ def build_table(
         base = Path(base)
         base_label = f"base:{base.name}"
         base_df, normalizations = normalizer.apply(read_table(base))  # read first: a missing file is a clear error
-        inputs["base"] = {"file": base.name, "sha256": file_digest(base)}
+        inputs["base"] = {"file": base.name, "sha256": sha256_file(base)}
         if "patient_id" not in base_df.columns:
             raise InputUnreadable("base table has no patient_id column", str(base))
         dup = base_df["patient_id"].dropna().duplicated()
@@ -193,7 +185,7 @@ def build_table(
         data = read_source(m, path)
         result = apply_mapping(m, data, [ids[i] for i in rows_of[ds]])
         mapped[ds] = {"values": result.values, "lineage": result.lineage}
-        inputs["sources"][ds] = {"file": path.name, "sha256": file_digest(path), "mapping": m.path.name}
+        inputs["sources"][ds] = {"file": path.name, "sha256": sha256_file(path), "mapping": m.path.name}
         log.info("%s: %d variables from %s", ds, len(result.values), path.name)
 
     for ds, rows in rows_of.items():

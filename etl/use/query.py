@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import pandas as pd
 
@@ -80,13 +80,13 @@ def literal_hints(df: pd.DataFrame, expr: str) -> list[str]:
     return hints
 
 
-def referenced_columns(expr: str, columns: Sequence[str]) -> list[str]:
+def referenced_columns(expr: str, columns: Iterable[str]) -> list[str]:
     """Column names that an expression mentions, in table order (to choose what a table display shows)."""
     words = set(_IDENT.findall(_DOUBLE_QUOTED.sub("", re.sub(r"'[^']*'", "", expr))))
     return [c for c in columns if c in words]
 
 
-def _binder_error(exc: Exception, columns: Sequence[str], where_label: str) -> QueryError:
+def _binder_error(exc: Exception, columns: Iterable[str], where_label: str) -> QueryError:
     text = str(exc)
     m = re.search(r'column "([^"]+)" not found', text)
     if m:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import numbers
-import os
 from functools import cached_property
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,10 @@ from etl.errors import EtlError, InputUnreadable, ValidationFailed
 from etl.contracts import PROVENANCE, SPLITS, TABLE
 from etl.layout import Layout
 
+from etl.types import AffineRAS, StrPath
+
 if TYPE_CHECKING:
+    import nibabel as nib
     import numpy as np
 
 log = logging.getLogger("etl.release.api")
@@ -56,7 +58,7 @@ class CaseArrays:
 
     patient_id: str
     image: np.ndarray
-    affine: np.ndarray
+    affine: AffineRAS
     mask: np.ndarray | None
     mask_kind: str | None
     phases: tuple[int, ...]
@@ -65,7 +67,7 @@ class CaseArrays:
 class Release:
     """A built release directory, opened read-only."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: StrPath) -> None:
         self.root = Path(root).resolve()
         if not (self.root / TABLE).is_file():
             raise InputUnreadable(f"not a release directory (no {TABLE})", str(self.root))
@@ -198,17 +200,15 @@ class Release:
             df = train if fold is None else train[train["fold"] != fold]
         return self.with_paths(df).reset_index(drop=True)
 
-    def image(self, patient_id: str, phase: int = 0):  # type: ignore[no-untyped-def]
+    def image(self, patient_id: str, phase: int = 0) -> nib.Nifti1Image:
         """A phase as a nibabel image (0 = pre-contrast)."""
-        import nibabel as nib
-
         pid = self._check_patient(patient_id)
         path = self.layout.image(pid, phase)
         if not path.exists():
             n = len(self.layout.images(pid))
             have = f"it has phases 0-{n - 1}" if n else "it has no image files"
             raise InputUnreadable(f"no phase {phase} for {pid} ({have})", str(path))
-        return nib.load(str(path))
+        return _load_nifti(path)
 
     def mask_path(self, patient_id: str, kind: str = "expert") -> tuple[Path, str]:
         """Path and kind of a case's mask. ``expert`` (default) and ``automatic`` are exactly that mask, an
@@ -226,15 +226,13 @@ class Release:
         raise InputUnreadable(f"no {'' if kind == 'any' else kind + ' '}mask for {pid}{hint}",
                               str(self.layout.expert_mask(pid) if kind != "automatic" else self.layout.automatic_mask(pid)))
 
-    def mask(self, patient_id: str, kind: str = "expert"):  # type: ignore[no-untyped-def]
+    def mask(self, patient_id: str, kind: str = "expert") -> nib.Nifti1Image:
         """The case's mask as a nibabel image; which one it is is in ``img.extra["mask_kind"]``.
 
         Default: the expert mask, and an error when the case has none (a study must not mix model and
         expert masks without knowing); ``kind="automatic"``; ``kind="any"``: expert, else automatic."""
-        import nibabel as nib
-
         path, which = self.mask_path(patient_id, kind)
-        img = nib.load(str(path))
+        img = _load_nifti(path)
         img.extra["mask_kind"] = which
         return img
 
@@ -243,7 +241,6 @@ class Release:
 
         ``mask``: ``expert`` (default; an error when absent), ``automatic``, ``any`` (see ``mask_kind``), or
         None for no mask. Phases and mask must share one grid: a case whose files disagree is refused."""
-        import nibabel as nib
         import numpy as np
 
         pid = self._check_patient(patient_id)
@@ -261,7 +258,7 @@ class Release:
         mask_array = kind = None
         if mask is not None:
             path, kind = self.mask_path(pid, mask)
-            m: Any = nib.load(str(path))
+            m = _load_nifti(path)
             if m.shape[:3] != imgs[0].shape[:3] or not np.allclose(m.affine, affine, atol=1e-4):
                 raise ValidationFailed(f"the {kind} mask of {pid} is not on the image grid", str(path))
             mask_array = np.asanyarray(m.dataobj).astype(np.uint8)
@@ -275,17 +272,26 @@ class Release:
         return json.loads(self.layout.patient_info(self._check_patient(patient_id)).read_text())
 
 
-def open_release(path: str | os.PathLike[str]) -> Release:
+def _load_nifti(path: Path) -> nib.Nifti1Image:
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    if not isinstance(img, nib.Nifti1Image):  # NIfTI-2 is a subclass
+        raise InputUnreadable(f"not a NIfTI image ({type(img).__name__})", str(path))
+    return img
+
+
+def open_release(path: StrPath) -> Release:
     """Open a release directory built by ``mamamia release build``."""
     return Release(path)
 
 
-def is_release(path: str | os.PathLike[str]) -> bool:
+def is_release(path: StrPath) -> bool:
     p = Path(path)
     return p.is_dir() and (p / TABLE).is_file()
 
 
-def table_with_paths(path: str | os.PathLike[str]) -> pd.DataFrame:
+def table_with_paths(path: StrPath) -> pd.DataFrame:
     """The release table with absolute path columns (``mamamia query`` on a release uses this)."""
     rel = open_release(path)
     df = rel.with_paths(rel.text_table)

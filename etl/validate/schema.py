@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,10 @@ import pandas as pd
 from etl.yamlfile import load_yaml_mapping
 from etl.errors import ConfigError, ValidationFailed
 from etl.resources import data_path
+from etl.types import StrPath
+
+if TYPE_CHECKING:
+    import pandera.pandas as pandera
 
 SEVERITIES = ("error", "warning")
 # Text columns are Arrow-backed strings: regex and strip run vectorized in Arrow, missing is <NA>.
@@ -68,9 +72,6 @@ class Violation:
             where.append(f"column {self.column}")
         value = "" if self.value is None else f" value {self.value!r}"
         return f"{self.severity}: {' '.join(where) or 'table'}{value}: {self.message} [{self.rule}]"
-
-
-VIOLATION_COLUMNS = ["row", "patient_id", "column", "value", "rule", "severity", "message"]
 
 
 @dataclass(frozen=True)
@@ -169,10 +170,6 @@ class Report:
         return _scalar(frame[kind.column].iloc[row])
 
     @property
-    def violations(self) -> list[Violation]:
-        return list(self.iter_violations())
-
-    @property
     def errors(self) -> list[Violation]:
         return list(self.iter_violations("error"))
 
@@ -183,7 +180,7 @@ class Report:
     def counts(self) -> dict[str, dict[str, int]]:
         """Number of findings per severity and rule id."""
         out: dict[str, dict[str, int]] = {s: {} for s in SEVERITIES}
-        per_key = np.bincount(self._keys, minlength=len(self._kinds)) if len(self._keys) else []
+        per_key = np.bincount(self._keys, minlength=len(self._kinds)) if len(self._keys) else np.zeros(0, np.int64)
         for kind, n in zip(self._kinds, per_key):
             if n:
                 out[kind.severity][kind.rule] = out[kind.severity].get(kind.rule, 0) + int(n)
@@ -251,8 +248,9 @@ class Schema:
         return pd.DataFrame(rows, columns=["Field", "Description", "Options"])
 
     @functools.cached_property
-    def pandera(self):  # type: ignore[no-untyped-def]
-        """The pandera ``DataFrameSchema`` for the per-column facts of this schema."""
+    def pandera(self) -> tuple[pandera.DataFrameSchema, dict[tuple[str, int], _CheckInfo]]:
+        """The pandera ``DataFrameSchema`` for the per-column facts of this schema, and what each of its
+        checks reports (rule, severity, message) by (column, check number)."""
         return _build_pandera(self)
 
 
@@ -260,7 +258,7 @@ class Schema:
 
 
 @functools.lru_cache(maxsize=4)
-def load_schema(path: str | Path | None = None) -> Schema:
+def load_schema(path: StrPath | None = None) -> Schema:
     """Load and check a schema YAML (default: the shipped ``schemas/clinical_imaging.yaml``)."""
     src = Path(path) if path else data_path("schemas/clinical_imaging.yaml")
     doc = load_yaml_mapping(src, "schema")
@@ -394,7 +392,7 @@ class _CheckInfo:
     message: str
 
 
-def _build_pandera(schema: Schema):  # type: ignore[no-untyped-def]
+def _build_pandera(schema: Schema) -> tuple[pandera.DataFrameSchema, dict[tuple[str, int], _CheckInfo]]:
     import pandera.pandas as pa
 
     columns = {}
@@ -411,18 +409,19 @@ def _build_pandera(schema: Schema):  # type: ignore[no-untyped-def]
             add(pa.Check.isin(accepted), "allowed_values", "error", f"not one of {list(c.allowed)}")
         if c.tolerated:
             tolerated = list(c.tolerated)
-            add(pa.Check(per_unique(lambda u, t=tolerated: ~u.isin(t))), "tolerated_spelling", "warning",
+            add(pa.Check(per_unique(functools.partial(_not_in, values=tolerated))), "tolerated_spelling", "warning",
                 f"accepted spelling variant; canonical values are {list(c.allowed or [])}")
         if c.min is not None or c.max is not None:
             lo = -math.inf if c.min is None else c.min
             hi = math.inf if c.max is None else c.max
-            add(pa.Check(lambda s, lo=lo, hi=hi: (s >= lo) & (s <= hi)), "range", "error",
+            add(pa.Check(functools.partial(_in_range, lo=lo, hi=hi)), "range", "error",
                 f"outside the range [{c.min}, {c.max}]")
         if c.pattern:
-            add(pa.Check(per_unique(lambda u, p=c.pattern: u.str.fullmatch(p))), "pattern", "error",
+            add(pa.Check(per_unique(functools.partial(_full_match, pattern=c.pattern))), "pattern", "error",
                 f"does not match {c.pattern}")
         if c.format:
-            add(pa.Check(per_unique(functools.partial(_format_ok, spec=c))), "format", "error", _format_message(c))
+            add(pa.Check(per_unique(functools.partial(_format_ok, spec=c, fmt=c.format))), "format", "error",
+                _format_message(c, c.format))
         if c.dtype == "str":
             add(pa.Check(per_unique(lambda u: u == u.str.strip())), "no_surrounding_whitespace", "warning",
                 "text has leading or trailing whitespace")
@@ -430,6 +429,18 @@ def _build_pandera(schema: Schema):  # type: ignore[no-untyped-def]
         columns[c.name] = pa.Column(dtype, checks, nullable=c.nullable, required=c.name in schema.columns, coerce=False)
     pandera_schema = pa.DataFrameSchema(columns, strict=False, ordered=False, name=schema.name)
     return pandera_schema, infos
+
+
+def _not_in(u: pd.Series, values: list[object]) -> pd.Series:
+    return ~u.isin(values)
+
+
+def _in_range(s: pd.Series, lo: float, hi: float) -> pd.Series:
+    return (s >= lo) & (s <= hi)
+
+
+def _full_match(u: pd.Series, pattern: str) -> pd.Series:
+    return u.str.fullmatch(pattern)
 
 
 def per_unique(fn: Callable[[pd.Series], pd.Series]) -> Callable[[pd.Series], pd.Series]:
@@ -448,11 +459,12 @@ def per_unique(fn: Callable[[pd.Series], pd.Series]) -> Callable[[pd.Series], pd
     return check
 
 
-def _format_ok(s: pd.Series, spec: ColumnSpec) -> pd.Series:
+def _format_ok(s: pd.Series, spec: ColumnSpec, fmt: str) -> pd.Series:
+    """Which values are in ``fmt`` (``spec.format``), with ``spec``'s length and sign rules."""
     s = s.reset_index(drop=True)
     text = s.astype(STRING_DTYPE).str.strip()
-    ok = text.str.fullmatch(_FORMAT_PATTERNS[spec.format].pattern).fillna(False)  # type: ignore[index]
-    if spec.format == "date":
+    ok = text.str.fullmatch(_FORMAT_PATTERNS[fmt].pattern).fillna(False)
+    if fmt == "date":
         ok &= pd.to_datetime(text.where(ok), format="%Y/%m/%d", errors="coerce").notna()
         return ok.fillna(False).astype(bool)
     if spec.length is not None:
@@ -464,9 +476,9 @@ def _format_ok(s: pd.Series, spec: ColumnSpec) -> pd.Series:
     return ok.fillna(False).astype(bool)
 
 
-def _format_message(c: ColumnSpec) -> str:
+def _format_message(c: ColumnSpec, fmt: str) -> str:
     what = {"list_float": "a list of numbers like [0.7, 0.7]", "list_int": "a list of integers like [0, 90, 180]",
-            "date": "a date yyyy/mm/dd"}[c.format]  # type: ignore[index]
+            "date": "a date yyyy/mm/dd"}[fmt]
     if c.length is not None:
         what += f" with {c.length} items"
     if c.positive:
@@ -664,7 +676,9 @@ def _run_column_checks(schema: Schema, typed: pd.DataFrame, columns: list[str], 
 def _patient_ids(df: pd.DataFrame) -> np.ndarray:
     if "patient_id" not in df.columns:
         return np.full(len(df), None, dtype=object)
-    return df["patient_id"].astype(STRING_DTYPE).to_numpy(dtype=object, na_value=None)
+    ids = df["patient_id"].astype(STRING_DTYPE).to_numpy(dtype=object)
+    ids[pd.isna(ids)] = None
+    return ids
 
 
 def _isna(v: Any) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from extract_fixtures import put_bytes
 
 from etl.errors import ExtractError, InputUnreadable
 from etl.extract.cache import Cache, SeriesFile, SeriesRecord
@@ -40,8 +41,8 @@ def test_put_file_verifies_md5_and_deduplicates(tmp_path: Path) -> None:
 
 def test_verify_flags_missing_and_unrecorded_objects(tmp_path: Path) -> None:
     c = Cache(tmp_path / "c")
-    a = c.put_bytes(b"alpha")
-    b = c.put_bytes(b"beta")
+    a = put_bytes(c, b"alpha")
+    b = put_bytes(c, b"beta")
     rec = SeriesRecord("1.2.3", "Coll", "P1", None, "MR", None, "1", 2, 2, 9, True, "http://x/")
     c.record_series(rec, [SeriesFile("a.dcm", a.sha256, a.md5, a.size), SeriesFile("b.dcm", b.sha256, b.md5, b.size)])
     assert c.series_done("1.2.3") is not None

@@ -12,12 +12,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from extract_fixtures import put_bytes
 
 from etl.extract.cache import LEDGER, Cache, CacheUnusable, SeriesFile, SeriesRecord
 
 
 def _record(c: Cache, uid: str) -> None:
-    obj = c.put_bytes(uid.encode())
+    obj = put_bytes(c, uid.encode())
     rec = SeriesRecord(uid, "Coll", "P1", None, "MR", None, "1", 1, 1, obj.size, True, "http://x/")
     c.record_series(rec, [SeriesFile("a.dcm", obj.sha256, obj.md5, obj.size)])
 

@@ -68,6 +68,7 @@ def test_plain_install_finds_the_data_folders(tmp_path):
     lines = out.stdout.splitlines()
     assert all(line.startswith(str(target)) for line in lines), lines
     assert "_data" in lines[1]
+    assert (target / "etl" / "py.typed").is_file()  # PEP 561: type checkers use the package's annotations
     assert lines[3].endswith("etl/synth/demo.yaml") and lines[4].endswith("etl/_data/release/v1.yaml")
     assert not (REPO / "release" / "demo.yaml").exists()  # release/ holds release definitions only
 

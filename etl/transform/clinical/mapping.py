@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ NORMALIZE_FILE = "normalize.yaml"
 
 _VARIABLE_KEYS = {"sheet", "column", "map", "scale", "round", "type", "on_unknown", "derive", "note"}
 _OPS = ("value", "whole_years_from_days", "any_of", "combine", "cases")
-ROUNDING = {"floor": math.floor, "nearest": round, "ceil": math.ceil}
+ROUNDING: dict[str, Callable[[float], int]] = {"floor": math.floor, "nearest": round, "ceil": math.ceil}
 
 
 @dataclass(frozen=True)
@@ -192,6 +192,7 @@ def _parse_rule(target: str, spec: Any, source: SourceSpec, path: Path) -> Rule:
         raise ConfigError("on_unknown must be 'error' or 'null'", where)
     derive = spec.get("derive")
     params: dict[str, Any]
+    columns: tuple[str, ...]
     if derive is None:
         if "column" not in spec:
             raise ConfigError("a rule needs 'column' or 'derive'", where)
@@ -244,20 +245,20 @@ def _rule_columns(op: str, params: dict[str, Any], spec: dict[str, Any], where: 
     cases = params.get("cases")
     if not isinstance(cases, list) or not cases:
         raise ConfigError("cases needs a non-empty list 'cases'", where)
-    cols: list[str] = []
+    case_cols: list[str] = []
     parsed = []
     for i, case in enumerate(cases):
         w = f"{where}.cases[{i}]"
         if not isinstance(case, dict) or "when" not in case or ("from" in case) == ("value" in case):
             raise ConfigError("each case needs 'when' and exactly one of 'from' / 'value'", w)
-        cond = _parse_condition(case["when"], w, cols)
+        cond = _parse_condition(case["when"], w, case_cols)
         src = None
         if "from" in case:
             src = clean_name(case["from"])
-            cols.append(src)
+            case_cols.append(src)
         parsed.append((cond, src, case.get("value")))
     params["cases"] = parsed
-    return tuple(dict.fromkeys(cols))
+    return tuple(dict.fromkeys(case_cols))
 
 
 def _parse_condition(cond: Any, where: str, cols: list[str]) -> tuple:

@@ -63,7 +63,7 @@ class Normalizer:
                 continue
             new = [self._value(col, v, changes) for v in series]
             df[col] = pd.array(new, dtype=series.dtype) if pd.api.types.is_string_dtype(series.dtype) else new
-        records = [
+        records: list[dict[str, Any]] = [
             {"rule": rule, "column": col, "from": old, "to": new, "count": n}
             for (rule, col, old, new), n in sorted(changes.items())
         ]
