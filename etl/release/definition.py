@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,7 @@ def resolve_path(value: str | os.PathLike[str], base: Path, key: str, where: Pat
 
 def load_definition(
     path: str | os.PathLike[str],
-    staged: list[str | os.PathLike[str]] | None = None,
+    staged: Sequence[str | os.PathLike[str]] | None = None,
     table: str | os.PathLike[str] | None = None,
     previous: str | os.PathLike[str] | None = None,
     cases: str | None = None,
@@ -158,11 +159,15 @@ def load_definition(
         raise ConfigError("exclusions file not found", f"{path}: sources.exclusions ({exclusions_path})")
 
     caches = []
-    for p in sources.get("caches") or []:
-        try:
-            caches.append(resolve_path(p, base, "sources.caches", path))
-        except ConfigError:
-            continue  # caches are informational; an unset variable there must not block a build
+    for i, p in enumerate(sources.get("caches") or []):
+        unset = _UNSET_VAR.search(os.path.expandvars(str(p)))
+        if unset:
+            # Caches are informational (provenance lists them), so an unset variable must not block a build;
+            # but a cache that vanished from provenance without a word would be a quiet drop: name it.
+            log.warning("release definition %s: sources.caches[%d] (%s) uses the unset environment variable %s; "
+                        "that cache is left out of provenance", path, i, p, unset.group(1))
+            continue
+        caches.append(resolve_path(p, base, "sources.caches", path))
 
     if previous is not None:
         prev_path: Path | None = Path(previous).resolve()

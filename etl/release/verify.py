@@ -250,22 +250,46 @@ def check_niftis(root: Path, layout: Layout, df: pd.DataFrame, profile: str, phi
     return out
 
 
-def _data_damage(path: Path, hdr: Any) -> str | None:
-    """Why the voxel data of a NIfTI is incomplete, or None. Cheap first: the gzip trailer records the
-    uncompressed size (mod 2**32), which must equal header offset + voxel bytes; only on a mismatch is the
-    stream decompressed to tell a truncated or corrupt file from an unusual (multi-member) gzip."""
-    import zlib
-
+def _needed_bytes(hdr: Any) -> int:
+    """Header offset + voxel bytes a single-file NIfTI must hold; ValueError when the header cannot say."""
     import numpy as np
+    from nibabel.spatialimages import HeaderDataError
 
     try:
         # single-file NIfTI: data starts at vox_offset, which cannot be inside the header and extensions
         # (nibabel reads a 0 there as "right after them")
         first = int(hdr.sizeof_hdr) + 4 + int(hdr.extensions.get_sizeondisk()) if hasattr(hdr, "extensions") else 0
         offset = max(int(hdr.get_data_offset()), first)
-        need = offset + int(np.prod(hdr.get_data_shape(), dtype=np.int64)) * hdr.get_data_dtype().itemsize
-    except Exception:  # an inconsistent header is reported by the header read itself
-        return None
+        shape = tuple(int(n) for n in hdr.get_data_shape())
+        itemsize = int(hdr.get_data_dtype().itemsize)
+    except (AttributeError, KeyError, TypeError, ValueError, OverflowError, HeaderDataError) as exc:
+        raise ValueError(f"{type(exc).__name__}: {str(exc)[:120]}") from exc
+    if any(n < 0 for n in shape):
+        raise ValueError(f"negative dimension in data shape {shape}")
+    return offset + int(np.prod(shape, dtype=np.int64)) * itemsize
+
+
+def _data_damage(path: Path, hdr: Any) -> str | None:
+    """Why the voxel data of a NIfTI is incomplete, or None. Cheap first: the gzip trailer records the
+    uncompressed size (mod 2**32), which must equal header offset + voxel bytes; only on a mismatch is the
+    stream decompressed to tell a truncated or corrupt file from an unusual (multi-member) gzip.
+
+    A check that cannot run is a finding too (a header that gives no data size, a file that cannot be
+    read): a skipped check must never look like a passed one."""
+    try:
+        need = _needed_bytes(hdr)
+    except ValueError as exc:
+        return f"truncation check could not run: the header gives no voxel data size ({exc})"
+    try:
+        return _damage_against(path, need)
+    except OSError as exc:
+        return f"truncation check could not run: file not readable ({type(exc).__name__}: {str(exc)[:120]})"
+
+
+def _damage_against(path: Path, need: int) -> str | None:
+    """``_data_damage`` once the size the file must have is known (``need`` bytes of header + voxels)."""
+    import zlib
+
     if not path.name.endswith(".gz"):
         size = path.stat().st_size
         return None if size >= need else f"voxel data truncated: {size} of {need} bytes"

@@ -110,7 +110,9 @@ def _duke_row(pid: str, rng: random.Random) -> list[Any]:
     age_days = rng.randint(28 * 365, 75 * 365)
     follow = rng.randint(300, 3000)
     recurrence = rng.random() < 0.12
-    local = distant = death = "NP"
+    local: int | str = "NP"
+    distant: int | str = "NP"
+    death: int | str = "NP"
     if recurrence:
         day = rng.randint(100, follow)
         if rng.random() < 0.7:
@@ -222,8 +224,8 @@ def write_ispy1_source(path: str | os.PathLike[str], patient_ids: Sequence[str],
         predictors.append(p)
         outcomes.append(o)
     out_dict = book.create_sheet("Outcome Data Dictionary")
-    for row in _ISPY1_OUTCOME_DICTIONARY:
-        out_dict.append(list(row))
+    for entry in _ISPY1_OUTCOME_DICTIONARY:
+        out_dict.append(list(entry))
     return _save(book, Path(path))
 
 

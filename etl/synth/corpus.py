@@ -10,10 +10,12 @@ header extraction can be checked as a round trip.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 
 from etl.synth.dicom import StudySpec, StudyTruth, write_study
@@ -63,7 +65,7 @@ def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or type(v).__name__ == "NAType"
 
 
-def _parse_list(text: Any, kind: type) -> list | None:
+def _parse_list(text: Any, kind: type) -> list[Any] | None:
     if _missing(text):
         return None
     if isinstance(text, (list, tuple, np.ndarray)):
@@ -80,7 +82,9 @@ def spec_from_row(row: Any, full_geometry: bool = False, **overrides: Any) -> St
     With ``full_geometry`` the matrix, slice count and spacing are the row's as well (large); otherwise
     the study stays small (64x64x24) and only header-level variables round-trip.
     """
-    get = (lambda k: row.get(k)) if hasattr(row, "get") else (lambda k: getattr(row, k, None))
+    def get(key: str) -> Any:
+        return row.get(key) if hasattr(row, "get") else getattr(row, key, None)
+
     headers: dict[str, Any] = {}
     for col in HEADER_COLUMNS:
         v = get(col)
@@ -99,7 +103,7 @@ def spec_from_row(row: Any, full_geometry: bool = False, **overrides: Any) -> St
     times = _parse_list(get("acquisition_times"), int)
     n_phases = int(get("num_phases") or 3)
     consistent = times is not None and len(times) == n_phases and times[0] == 0 and len(set(times)) == len(times)
-    if not consistent or sorted(times) != times:  # type: ignore[type-var]
+    if times is None or not consistent or sorted(times) != times:
         times = None  # the table's unparsable or inconsistent lists: let the phantom choose
     pid = str(get("patient_id") or "SYN_001").strip()
     kwargs: dict[str, Any] = dict(
@@ -125,7 +129,7 @@ def spec_from_row(row: Any, full_geometry: bool = False, **overrides: Any) -> St
     return StudySpec(**kwargs)
 
 
-def _as_spec(case: StudySpec | dict[str, Any]) -> StudySpec:
+def _as_spec(case: StudySpec | Mapping[str, Any]) -> StudySpec:
     if isinstance(case, StudySpec):
         return case
     names = {f.name for f in fields(StudySpec)}
@@ -140,15 +144,43 @@ def _as_spec(case: StudySpec | dict[str, Any]) -> StudySpec:
     return spec
 
 
+def profile_axcodes(profile: str, view: str) -> str:
+    """Axis codes a converted image of ``view`` has under ``profile``, read from the shipped schema file."""
+    import yaml
+
+    from etl.resources import data_path
+
+    profiles = yaml.safe_load(data_path("schemas/imaging_headers.yaml").read_text())["profiles"]
+    return str(profiles[profile][view])
+
+
 def write_mask(path: str | Path, truth: StudyTruth, profile: str | None = "mama-mia-v1") -> Path:
-    """The case's lesion mask as NIfTI, on the converted grid and orientation of its phases."""
-    from etl.transform.nifti import write_phase
+    """The case's lesion mask as NIfTI, on the converted grid and orientation of its phases.
 
-    write_phase(path, np.ascontiguousarray(truth.mask.transpose(2, 1, 0)), truth.grid_affine, profile, threads=1)
-    return Path(path)
+    Written with nibabel alone (never the product's NIfTI writer), so the ground truth the converter and
+    the segmentation stage are checked against cannot share a bug with them: the (c, r, k) grid's LPS
+    affine becomes RAS, then nibabel permutes/flips the array to the profile's axis codes (no resampling).
+    """
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    path = Path(path)
+    affine_ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ truth.grid_affine
+    img = nib.Nifti1Image(np.ascontiguousarray(truth.mask, dtype=np.uint8), affine_ras)
+    if profile:
+        normal = np.cross(truth.grid_affine[:3, 0], truth.grid_affine[:3, 1])  # slice normal picks the view
+        view = ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(normal)))]
+        codes = profile_axcodes(profile, view)
+        img = img.as_reoriented(ornt_transform(io_orientation(affine_ras), axcodes2ornt(tuple(codes))))
+    img.set_data_dtype(np.uint8)
+    img.set_qform(img.affine, code=1)
+    img.set_sform(img.affine, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))  # .nii.gz: nibabel gzips it
+    return path
 
 
-def write_corpus(root: str | Path, cases: list[StudySpec | dict[str, Any]], seed: int = 0,
+def write_corpus(root: str | Path, cases: Sequence[StudySpec | Mapping[str, Any]], seed: int = 0,
                  profile: str | None = "mama-mia-v1", truth_dir: str | Path | None = None) -> dict[str, CorpusCase]:
     """Write every case under ``root`` in TCIA's shape and its mask under ``truth_dir``.
 
@@ -164,7 +196,7 @@ def write_corpus(root: str | Path, cases: list[StudySpec | dict[str, Any]], seed
     layout = Layout.from_definition(truth_root)
     out: dict[str, CorpusCase] = {}
     for i, case in enumerate(cases):
-        collection = case.get("tcia_collection") if isinstance(case, dict) else None
+        collection = case.get("tcia_collection") if isinstance(case, Mapping) else None
         spec = _as_spec(case)
         dataset = spec.dataset if spec.dataset != "SYN" else spec.patient_id.partition("_")[0].upper()
         collection = collection or COLLECTIONS.get(dataset, dataset)
@@ -178,7 +210,7 @@ def write_corpus(root: str | Path, cases: list[StudySpec | dict[str, Any]], seed
 
 def default_cases(n: int = 4) -> list[dict[str, Any]]:
     """A small mixed corpus: every vendor, both views, both layouts, one unilateral non-fat-suppressed case."""
-    plan = [
+    plan: list[dict[str, Any]] = [
         dict(patient_id="DUKE_001", vendor="GE", view="axial", layout="per_phase"),
         dict(patient_id="DUKE_002", vendor="SIEMENS", view="axial", layout="single_series", oblique_deg=3.0),
         dict(patient_id="ISPY1_1001", vendor="GE", view="sagittal", layout="single_series", bilateral=False,
@@ -188,4 +220,4 @@ def default_cases(n: int = 4) -> list[dict[str, Any]]:
              fat_suppressed=False),
         dict(patient_id="ISPY2_102011", vendor="SIEMENS", view="axial", layout="per_phase"),
     ]
-    return [dict(c, dataset=c["patient_id"].partition("_")[0]) for c in plan[:n]]
+    return [{**c, "dataset": str(c["patient_id"]).partition("_")[0]} for c in plan[:n]]

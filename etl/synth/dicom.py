@@ -230,7 +230,7 @@ def write_study(out_dir: str | Path, spec: StudySpec, seed: int) -> StudyTruth:
     """Write one case's DICOM files under ``out_dir`` (one subfolder per series); return the truth."""
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from pydicom.uid import UID, ExplicitVRLittleEndian
 
     out_dir = Path(out_dir)
     rng = np.random.default_rng(seed)
@@ -284,11 +284,11 @@ def write_study(out_dir: str | Path, spec: StudySpec, seed: int) -> StudyTruth:
         for k in range(spec.n_slices):
             ipp = affine[:3, 3] + affine[:3, 2] * k
             meta = FileMetaDataset()
-            sop_uid = _uid(rng)
-            meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
+            sop_uid = UID(_uid(rng))
+            meta.MediaStorageSOPClassUID = UID(MR_IMAGE_STORAGE)
             meta.MediaStorageSOPInstanceUID = sop_uid
             meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            meta.ImplementationClassUID = UID_ROOT + "1"
+            meta.ImplementationClassUID = UID(UID_ROOT + "1")
             ds = Dataset()
             ds.file_meta = meta
             ds.SpecificCharacterSet = "ISO_IR 100"
@@ -409,6 +409,7 @@ def add_series(truth: StudyTruth, description: str, image_type: tuple[str, ...] 
     so a test can tell them from the dynamic's; ``n_images`` keeps only the first slices (a one-image MIP).
     Returns (series UID, files)."""
     import pydicom
+    from pydicom.uid import UID
     from pydicom.valuerep import TM
 
     firsts = truth.files[:truth.spec.n_slices][:n_images]  # files are written phase by phase
@@ -421,7 +422,7 @@ def add_series(truth: StudyTruth, description: str, image_type: tuple[str, ...] 
         for k, f in enumerate(firsts):
             ds = pydicom.dcmread(f)
             ds.SeriesInstanceUID = uid
-            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = _uid(rng)
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = UID(_uid(rng))
             ds.SeriesDescription = description
             ds.ImageType = list(image_type)
             ds.SeriesNumber = series_number
@@ -452,7 +453,7 @@ def write_enhanced(truth: StudyTruth, path: str | Path, shuffle_seed: int | None
     import pydicom
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
-    from pydicom.uid import generate_uid
+    from pydicom.uid import UID, generate_uid
 
     n = truth.spec.n_slices
     frames = [pydicom.dcmread(f) for f in truth.files]  # phase-major, slices along the normal
@@ -463,7 +464,7 @@ def write_enhanced(truth: StudyTruth, path: str | Path, shuffle_seed: int | None
     first = frames[0]
     ds = Dataset()
     ds.file_meta = first.file_meta
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
+    ds.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.4.1")  # Enhanced MR Image Storage
     ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     per_frame_tags = {"ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",

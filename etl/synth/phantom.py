@@ -89,27 +89,28 @@ def _grid(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> t
     return tuple(np.meshgrid(*axes, indexing="ij", sparse=True))
 
 
-def make_phantom(
-    seed: int,
-    shape: tuple[int, int, int] = (64, 64, 24),
-    spacing: tuple[float, float, float] = (2.0, 2.0, 4.0),
-    n_phases: int = 4,
-    bilateral: bool = True,
-    lesion: bool = True,
-    fat_suppressed: bool = True,
-) -> Phantom:
-    """Build a deterministic phantom for ``seed``.
+@dataclass(frozen=True)
+class Anatomy:
+    """The pre-contrast body of a phantom, before any lesion: what the easy and the hard presets share."""
 
-    One (unilateral) or two (bilateral) half-ellipsoid breasts protrude anteriorly from a chest wall;
-    inside each, smoothed noise thresholded into fibroglandular tissue. One ellipsoidal or lobulated lesion
-    sits in fibroglandular tissue of one breast and enhances strongly at phase 1 then washes out; the
-    parenchyma enhances weakly. Gaussian noise is added per phase.
-    """
-    shape = tuple(int(n) for n in shape)  # type: ignore[assignment]
-    spacing = tuple(float(s) for s in spacing)  # type: ignore[assignment]
-    if len(shape) != 3 or min(shape) < 4:
-        raise ValueError(f"shape must be three axes of at least 4 voxels, got {shape}")
-    rng = np.random.default_rng(seed)
+    base: np.ndarray  # float32 pre-contrast signal, (nx, ny, nz)
+    grid: tuple[np.ndarray, ...]  # voxel-centre coordinates in mm (sparse x, y, z)
+    spacing: tuple[float, float, float]
+    levels: dict[str, float]  # tissue signal levels used
+    torso: np.ndarray  # bool, body behind the chest wall
+    muscle: np.ndarray  # bool, pectoral muscle layer
+    breast: np.ndarray  # bool, every breast
+    breasts: list[np.ndarray]  # bool, one per breast
+    cores: list[np.ndarray]  # bool, the inner part of each breast (a lesion there is not clipped by the skin)
+    fgt: np.ndarray  # bool, fibroglandular tissue
+    tex: np.ndarray  # float32 unit-sd texture the fibroglandular tissue was thresholded from
+    y_chest: float  # chest-wall plane, mm along axis 1 (the breasts lie at y < y_chest)
+    ay: float  # breast depth, mm (nipple at y_chest - ay)
+
+
+def make_anatomy(rng: np.random.Generator, shape: tuple[int, int, int], spacing: tuple[float, float, float],
+                 bilateral: bool = True, fat_suppressed: bool = True) -> Anatomy:
+    """Torso, pectoral muscle, one or two half-ellipsoid breasts and their fibroglandular texture."""
     fov = np.array(shape) * np.array(spacing)
     x, y, z = _grid(shape, spacing)
     levels = _TISSUE[bool(fat_suppressed)]
@@ -131,7 +132,7 @@ def make_phantom(
     ay = (y_chest + 0.5 * fov[1]) * rng.uniform(0.78, 0.9)  # reaches close to the anterior FOV edge
     az = 0.4 * fov[2]
     breasts = []
-    cores = []  # the inner part of each breast, where a lesion is placed so it is not clipped by the skin
+    cores = []
     for cx in centres:
         axx = ax * rng.uniform(0.92, 1.05)
         r2 = ((x - cx) / axx) ** 2 + ((y - y_chest) / ay) ** 2 + (z / az) ** 2
@@ -149,20 +150,57 @@ def make_phantom(
     base[muscle] = levels["muscle"]
     base[breast] = levels["fat"]
     base[fgt] = levels["fgt"] * (1.0 + 0.08 * tex[fgt])
+    return Anatomy(base=base, grid=(x, y, z), spacing=spacing, levels=levels, torso=torso, muscle=muscle,
+                   breast=breast, breasts=breasts, cores=cores, fgt=fgt, tex=tex, y_chest=float(y_chest), ay=float(ay))
+
+
+def lesion_centre(rng: np.random.Generator, anatomy: Anatomy) -> tuple[int, np.ndarray]:
+    """(breast index, centre in mm) of a lesion: a fibroglandular voxel of one breast's core, drawn at random."""
+    shape = anatomy.base.shape
+    side = int(rng.integers(len(anatomy.breasts)))
+    candidates = np.argwhere(anatomy.cores[side] & anatomy.fgt)
+    if len(candidates) == 0:
+        candidates = np.argwhere(anatomy.cores[side])
+    if len(candidates) == 0:
+        candidates = np.argwhere(anatomy.breasts[side])
+    if len(candidates) == 0:
+        raise ValueError(f"field of view {shape} too small for a breast")
+    centre_idx = candidates[int(rng.integers(len(candidates)))]
+    return side, np.array([(centre_idx[i] - (shape[i] - 1) / 2.0) * anatomy.spacing[i] for i in range(3)])
+
+
+def make_phantom(
+    seed: int,
+    shape: tuple[int, int, int] = (64, 64, 24),
+    spacing: tuple[float, float, float] = (2.0, 2.0, 4.0),
+    n_phases: int = 4,
+    bilateral: bool = True,
+    lesion: bool = True,
+    fat_suppressed: bool = True,
+) -> Phantom:
+    """Build a deterministic phantom for ``seed`` (the "easy" preset; ``etl.synth.hard_phantom`` is the hard one).
+
+    One (unilateral) or two (bilateral) half-ellipsoid breasts protrude anteriorly from a chest wall;
+    inside each, smoothed noise thresholded into fibroglandular tissue. One ellipsoidal or lobulated lesion
+    sits in fibroglandular tissue of one breast and enhances strongly at phase 1 then washes out; the
+    parenchyma enhances weakly. Gaussian noise is added per phase. Every lesion voxel enhances 140-240 %,
+    far above FTV's 70 % threshold, and no parenchyma reaches it: FTV finds this lesion by construction, so
+    a Dice measured here is a consistency check of the segmentation stage, not of a method.
+    """
+    shape = tuple(int(n) for n in shape)  # type: ignore[assignment]
+    spacing = tuple(float(s) for s in spacing)  # type: ignore[assignment]
+    if len(shape) != 3 or min(shape) < 4:
+        raise ValueError(f"shape must be three axes of at least 4 voxels, got {shape}")
+    rng = np.random.default_rng(seed)
+    fov = np.array(shape) * np.array(spacing)
+    anatomy = make_anatomy(rng, shape, spacing, bilateral, fat_suppressed)
+    x, y, z = anatomy.grid
+    levels, base, fgt, breast = anatomy.levels, anatomy.base, anatomy.fgt, anatomy.breast
 
     # Lesion: inside fibroglandular tissue of one breast, 1-3 lobes.
     mask = np.zeros(shape, dtype=np.uint8)
     if lesion:
-        side = int(rng.integers(len(breasts)))
-        candidates = np.argwhere(cores[side] & fgt)
-        if len(candidates) == 0:
-            candidates = np.argwhere(cores[side])
-        if len(candidates) == 0:
-            candidates = np.argwhere(breasts[side])
-        if len(candidates) == 0:
-            raise ValueError(f"field of view {shape} too small for a breast")
-        centre_idx = candidates[int(rng.integers(len(candidates)))]
-        centre = np.array([(centre_idx[i] - (shape[i] - 1) / 2.0) * spacing[i] for i in range(3)])
+        _, centre = lesion_centre(rng, anatomy)
         r_base = max(0.07 * min(fov[0], fov[1]) * rng.uniform(0.7, 1.2), 2.2 * max(spacing))
         for lobe in range(int(rng.integers(1, 4))):
             offset = np.zeros(3) if lobe == 0 else rng.normal(0, 0.5 * r_base, 3)
@@ -185,4 +223,4 @@ def make_phantom(
         vol[lesion_bool] *= 1.0 + lesion_curve[k]
         vol += rng.standard_normal(shape, dtype=np.float32) * np.float32(noise_sd)
         phases[k] = np.abs(vol)  # magnitude images are non-negative (Rician-like floor in air)
-    return Phantom(phases=phases, mask=mask, spacing=spacing, acquisition_times=times)  # type: ignore[arg-type]
+    return Phantom(phases=phases, mask=mask, spacing=spacing, acquisition_times=times)

@@ -9,6 +9,7 @@ affine is diag(-sx, -sy, sz): ``aff2axcodes`` reports ('L', 'P', 'S'), the v1 ax
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -16,6 +17,7 @@ import numpy as np
 
 from etl.layout import Layout
 from etl.segment.io import write_nifti
+from etl.synth.hard_phantom import make_hard_phantom
 from etl.synth.phantom import Phantom, make_phantom
 
 
@@ -42,13 +44,25 @@ def stage_phantom(layout: Layout, patient_id: str, ph: Phantom, expert: bool = T
         write_nifti(layout.expert_mask(patient_id), ph.mask, like, dtype=np.uint8, level=1)
 
 
+# "easy": the lesion FTV finds by construction (tests, demo, consistency checks); "hard": weak heterogeneous
+# and non-mass lesions, background enhancement, motion, bias and Rician noise (benchmarks/segment.py).
+PRESETS: dict[str, Callable[..., Phantom]] = {"easy": make_phantom, "hard": make_hard_phantom}
+
+
 def stage_phantoms(root: str | Path, seeds: list[int], prefix: str = "SYN", expert: bool = True,
-                   **phantom_kwargs: object) -> list[str]:
-    """Stage one case per seed under ``root``; returns the patient ids (``SYN_<seed>``)."""
+                   preset: str = "easy", **phantom_kwargs: object) -> list[str]:
+    """Stage one case per seed under ``root``; returns the patient ids (``SYN_<seed>``).
+
+    ``preset`` picks the phantom kind (``PRESETS``); the default stays "easy" so existing tests and the
+    demo keep their exact outputs.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown phantom preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    make = PRESETS[preset]
     layout = Layout.from_definition(root)
     ids = []
     for seed in seeds:
         pid = f"{prefix}_{seed:04d}"
-        stage_phantom(layout, pid, make_phantom(seed, **phantom_kwargs), expert=expert)  # type: ignore[arg-type]
+        stage_phantom(layout, pid, make(seed, **phantom_kwargs), expert=expert)
         ids.append(pid)
     return ids

@@ -8,11 +8,35 @@ import pytest
 from etl.errors import InputUnreadable, ValidationFailed
 from etl.transform.concordance import concordance
 from etl.transform.table import build_table
+from tests.clinical.conftest import _read_cells
+from tests.conftest import DUKE_SOURCE, REPO, V1_TABLE
 
 pytestmark = pytest.mark.filterwarnings("ignore:Unknown extension is not supported:UserWarning")
 
 DUKE_SHEET, DUKE_NAME_ROW, DUKE_ID = "Data", 2, "Patient ID"
 ER, PR, BIRTH, PCR_DUKE = "ER", "PR", "Date of Birth (Days)", "Pathologic Response to Neoadjuvant Therapy"
+
+
+def _expected_echo_time_disagreement() -> dict[str, object]:
+    """DUKE_071's echo-time disagreement as the three inputs state it, read without the code under test.
+
+    The table value is the source sheet's cell (openpyxl), the reference is the v1 spreadsheet's cell
+    (pandas), and ``known`` is the reason the mapping file gives for it (plain YAML): the concordance
+    report must carry exactly these, so a rule, reader or matching change that moves any of them fails here.
+    """
+    import yaml
+
+    source = _read_cells(DUKE_SOURCE, DUKE_SHEET, DUKE_NAME_ROW, DUKE_ID, ["TE (Echo Time)"])
+    v1 = pd.read_excel(V1_TABLE, sheet_name="dataset_info")
+    reference = v1.loc[v1["patient_id"] == "DUKE_071", "echo_time"]
+    listed = yaml.safe_load((REPO / "mappings" / "duke.yaml").read_text())["known_discrepancies"]
+    reasons = [k["reason"] for k in listed if (k["variable"], k["patient_id"]) == ("echo_time", "DUKE_071")]
+    assert len(reference) == 1 and len(reasons) == 1
+    expected = {"patient_id": "DUKE_071", "table": source["Breast_MRI_071"]["TE (Echo Time)"],
+                "reference": float(reference.item()), "known": reasons[0].strip()}
+    # the values docs/clinical.md quotes: a changed test-data file shows up here, not as a silent new expectation
+    assert (expected["table"], expected["reference"]) == (2.312, 2.32)
+    return expected
 
 
 @pytest.fixture(scope="session")
@@ -43,9 +67,7 @@ def test_concordance_numbers_on_the_real_data(report):
     assert (duke["pcr"].compared, duke["pcr"].agreeing) == (280, 280)
     assert (duke["days_to_follow_up"].compared, duke["days_to_follow_up"].only_table, duke["days_to_follow_up"].only_reference) == (282, 0, 0)
     assert (duke["echo_time"].compared, duke["echo_time"].agreeing) == (291, 290)
-    assert duke["echo_time"].disagreements == [
-        {"patient_id": "DUKE_071", "table": 2.312, "reference": 2.32, "known": duke["echo_time"].disagreements[0]["known"]}
-    ]
+    assert duke["echo_time"].disagreements == [_expected_echo_time_disagreement()]
     assert (duke["tumor_subtype"].agreeing, duke["tumor_subtype"].only_table) == (288, 3)
     assert (ispy1["days_to_recurrence"].compared, ispy1["days_to_recurrence"].agreeing) == (168, 168)
     assert (ispy1["her2"].compared, ispy1["her2"].agreeing) == (166, 166)

@@ -142,3 +142,25 @@ def test_ground_truth_mask_on_converted_grid(studies, converted, tmp_path):
         post = np.asarray(phase.dataobj).astype(float)
         pe = (post - pre) / np.maximum(pre, 1)
         assert np.median(pe[m == 1]) > 0.8 and np.median(pe[(m == 0) & (pre > 100)]) < 0.3
+
+
+def test_truth_mask_writer_is_independent_and_agrees_with_the_product_writer(studies, tmp_path):
+    """The synth writes its truth masks with nibabel alone; the product's writer gives the same voxels and
+    affine for every view and profile, so switching the truth writer changed no expectation."""
+    import inspect
+
+    from etl.synth import corpus
+    from etl.transform.nifti import write_phase
+
+    assert "etl.transform" not in inspect.getsource(corpus.write_mask)
+    for combo, truth in studies.items():
+        for profile in PROFILES:
+            ours_path = corpus.write_mask(tmp_path / f"{_ids(combo)}-{profile}-truth.nii.gz", truth, profile)
+            product = tmp_path / f"{_ids(combo)}-{profile}-product.nii.gz"
+            write_phase(product, np.ascontiguousarray(truth.mask.transpose(2, 1, 0)), truth.grid_affine, profile)
+            a, b = nib.load(ours_path), nib.load(product)
+            assert "".join(nib.aff2axcodes(a.affine)) == EXPECTED[(profile, truth.spec.view)], combo
+            assert a.get_data_dtype() == b.get_data_dtype() == np.uint8
+            np.testing.assert_allclose(a.affine, b.affine, atol=1e-6)
+            np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+            assert int(a.header["sform_code"]) == int(a.header["qform_code"]) == 1
