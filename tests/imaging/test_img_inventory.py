@@ -134,3 +134,37 @@ def test_integer_rescale_keeps_integers(tmp_path: Path) -> None:
     values = read_phase(scan(study.root).phases[0])
     assert values.dtype.kind in "iu" and values.dtype.itemsize <= 4
     np.testing.assert_array_equal(values.transpose(2, 1, 0), study.values[0])
+
+
+def test_phase_geometry_names_the_first_failing_slice_and_check(study) -> None:
+    """The three per-slice checks run over the whole phase at once; the report is still the first slice
+    (in the phase's order) that fails, with the first check it fails, as a slice-by-slice loop gives."""
+    import dataclasses
+
+    from etl.transform.dicom.geometry import phase_geometry
+
+    slices = list(scan(study.root).phases[0].slices)
+    uid = slices[0].series_uid
+    assert phase_geometry(uid, slices)[0] == slices  # untouched phase passes, sorted along the normal
+
+    def broken(i: int, **change: object) -> list:
+        out = list(slices)
+        out[i] = dataclasses.replace(out[i], **change)
+        return out
+
+    wider = broken(4, pixel_spacing=(slices[4].pixel_spacing[0] * 1.01, slices[4].pixel_spacing[1]))
+    with pytest.raises(DicomError, match="pixel spacing .* differs") as info:
+        phase_geometry(uid, wider)
+    assert slices[4].path.name in info.value.where
+    close = broken(4, pixel_spacing=(slices[4].pixel_spacing[0] * (1 + 5e-5), slices[4].pixel_spacing[1]))
+    assert len(phase_geometry(uid, close)[0]) == len(slices)  # inside np.allclose's rtol=1e-4: accepted
+    # slice 2 fails on size, slice 4 on orientation and spacing: slice 2 is reported, for its size
+    both = broken(2, rows=slices[2].rows + 1)
+    both[4] = dataclasses.replace(both[4], iop=np.array([0, 1, 0, 0, 0, -1.0]), pixel_spacing=(9.0, 9.0))
+    with pytest.raises(DicomError, match="image size") as info:
+        phase_geometry(uid, both)
+    assert slices[2].path.name in info.value.where
+    turned = broken(3, iop=np.array([0, 1, 0, 0, 0, -1.0]), pixel_spacing=(9.0, 9.0))
+    with pytest.raises(DicomError, match="mixed slice orientations in one phase") as info:
+        phase_geometry(uid, turned)  # orientation is checked before spacing on the same slice
+    assert slices[3].path.name in info.value.where

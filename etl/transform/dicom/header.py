@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import math
 import os
 import struct
@@ -34,24 +35,34 @@ _ACQ_CLOCK_TAGS = (("AcquisitionDate", "AcquisitionTime"), ("ContentDate", "Cont
 def _clock(ds: Any, pairs: tuple[tuple[str, str], ...] = _ACQ_CLOCK_TAGS) -> float | None:
     """Acquisition time as seconds since an epoch, from the first of the tags that has it (``ds.get``)."""
     adt = ds.get("AcquisitionDateTime") if pairs is _ACQ_CLOCK_TAGS else None
+    texts = tuple((_text(ds.get(date_tag)), _text(ds.get(time_tag))) for date_tag, time_tag in pairs)
+    return _parse_clock(_text(adt), texts)
+
+
+def _text(value: Any) -> str:
+    return str(value) if value else ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_clock(adt: str, pairs: tuple[tuple[str, str], ...]) -> float | None:
+    """``_clock`` on the tag texts; cached because every slice of a phase (and of a study, for the study
+    clock) carries the same few date/time strings, and parsing them was a tenth of the header read."""
     if adt:
         try:
-            return DT(str(adt)).timestamp()
+            return DT(adt).timestamp()
         except (ValueError, TypeError, OverflowError):
             pass
-    for date_tag, time_tag in pairs:
-        t = ds.get(time_tag)
+    for d, t in pairs:
         if not t:
             continue
         try:
-            tm = TM(str(t))
+            tm = TM(t)
         except ValueError:
             continue
         secs = tm.hour * 3600 + tm.minute * 60 + tm.second + tm.microsecond / 1e6
-        d = ds.get(date_tag)
         if d:
             try:
-                day = DA(str(d))
+                day = DA(d)
                 secs += (dt.date(day.year, day.month, day.day) - dt.date(1970, 1, 1)).days * 86400
             except ValueError:
                 pass

@@ -62,7 +62,8 @@ class Inventory:
             slices = self.series[uid]
             s0 = next((s for s in slices if not s.geometry_error), slices[0])
             d = self.decisions.get(uid) or Decision(False, "unknown", "")
-            positions = {round(float(s.ipp @ s0.normal), 3) for s in slices} if not s0.geometry_error else set()
+            normal = s0.normal  # a property computed per access: once per series, not per slice
+            positions = {round(float(s.ipp @ normal), 3) for s in slices} if not s0.geometry_error else set()
             idx = self.phase_indices(uid)
             out.append({
                 "series_uid": uid, "series_number": s0.series_number, "description": s0.description,

@@ -27,10 +27,9 @@ def split_phases(uid: str, slices: list[Slice]) -> list[list[Slice]]:
     values that also vary slice by slice (acquisition/trigger times of 2D-like acquisitions), when every
     position has ``m`` strictly increasing values whose ranks give ``m`` non-overlapping time windows.
     """
-    iop0 = slices[0].iop
-    for s in slices[1:]:
-        if np.max(np.abs(s.iop - iop0)) > ORIENTATION_TOL:
-            raise DicomError("mixed slice orientations in one series", where(s))
+    off = np.flatnonzero(np.abs(np.array([s.iop for s in slices]) - slices[0].iop).max(axis=1) > ORIENTATION_TOL)
+    if off.size:
+        raise DicomError("mixed slice orientations in one series", where(slices[int(off[0])]))
     normal = slices[0].normal
     pos = [round(float(s.ipp @ normal), 3) for s in slices]
     at: dict[float, list[int]] = defaultdict(list)
