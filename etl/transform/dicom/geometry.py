@@ -15,12 +15,18 @@ ORIENTATION_TOL = 1e-4  # cosine difference accepted as "same orientation"
 SPACING_REL_TOL = 0.01  # slice gaps may differ from the median by 1 % (rounding in positions)
 
 
+def turned(slices: list[Slice]) -> np.ndarray:
+    """Per slice: is its orientation off the first slice's by more than ``ORIENTATION_TOL`` (one array op
+    over the series or phase, which has 60-200 slices)?"""
+    return np.abs(np.array([s.iop for s in slices]) - slices[0].iop).max(axis=1) > ORIENTATION_TOL
+
+
 def phase_geometry(uid: str, slices: list[Slice]) -> tuple[list[Slice], np.ndarray]:
     """Sort a phase's slices along the normal, check the stack, return (sorted slices, LPS affine)."""
     first = slices[0]
     # The three per-slice checks over all slices at once (a phase has 60-200 of them); the first slice that
     # fails any check is reported, with the first check it fails, as a slice-by-slice loop would.
-    bad_iop = np.abs(np.array([s.iop for s in slices]) - first.iop).max(axis=1) > ORIENTATION_TOL
+    bad_iop = turned(slices)
     bad_size = np.array([(s.rows, s.cols) != (first.rows, first.cols) for s in slices])
     spacing = np.array([s.pixel_spacing for s in slices], dtype=float)
     ref = np.asarray(first.pixel_spacing, dtype=float)

@@ -13,7 +13,7 @@ from collections import defaultdict
 import numpy as np
 
 from etl.errors import DicomError
-from etl.transform.dicom.geometry import ORIENTATION_TOL, phase_geometry
+from etl.transform.dicom.geometry import phase_geometry, turned
 from etl.transform.dicom.model import TEMPORAL_TAGS, Phase, Slice, where
 
 log = logging.getLogger("etl.transform.dicom")
@@ -27,7 +27,7 @@ def split_phases(uid: str, slices: list[Slice]) -> list[list[Slice]]:
     values that also vary slice by slice (acquisition/trigger times of 2D-like acquisitions), when every
     position has ``m`` strictly increasing values whose ranks give ``m`` non-overlapping time windows.
     """
-    off = np.flatnonzero(np.abs(np.array([s.iop for s in slices]) - slices[0].iop).max(axis=1) > ORIENTATION_TOL)
+    off = np.flatnonzero(turned(slices))
     if off.size:
         raise DicomError("mixed slice orientations in one series", where(slices[int(off[0])]))
     normal = slices[0].normal
