@@ -179,7 +179,7 @@ def main() -> None:
                 rows.append(measure(label, template, tool, src, workdir, one_core, args.repeat))
             except RuntimeError as exc:
                 print(f"{label}: {exc}", file=sys.stderr)
-    from etl.transform.nifti import BACKEND, DEFAULT_LEVEL
+    from etl.transform.gzipstream import BACKEND, DEFAULT_LEVEL
 
     print(f"\nOne phase {args.size}x{args.size}x{args.slices} uint16 ({raw_mb:.0f} MB raw), best of {args.repeat}; "
           f"ours: {BACKEND} level {DEFAULT_LEVEL}\n")

@@ -24,10 +24,8 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, 
 
 from etl.atomic import atomic_path
 from etl.errors import ConfigError, DicomError
-from etl.transform.gzipstream import BACKEND, CHUNK, DEFAULT_LEVEL, ChunkedGzipWriter, gzip_bytes
+from etl.transform.gzipstream import ChunkedGzipWriter
 from etl.transform.imaging_rules import rules_section
-
-__all__ = ["BACKEND", "CHUNK", "DEFAULT_LEVEL", "gzip_bytes", "encode", "write_nifti", "write_phase"]
 
 log = logging.getLogger("etl.transform.nifti")
 
@@ -100,15 +98,6 @@ def _oriented(data_crk: np.ndarray, affine_lps: np.ndarray, codes: str | None
     header = nifti_header(data.shape, dtype, affine_ras)
     # NIfTI stores x fastest (Fortran order): the transposed array in C order is the same bytes.
     return header, np.ascontiguousarray(data.T, dtype=dtype), affine_ras
-
-
-def encode(data_crk: np.ndarray, affine_lps: np.ndarray, codes: str | None, compress: bool = True,
-           level: int | None = None) -> tuple[bytes, np.ndarray]:
-    """NIfTI file bytes for a (c, r, k) volume; returns (bytes, RAS affine written)."""
-    header, body, affine_ras = _oriented(data_crk, affine_lps, codes)
-    if not compress:
-        return header + body.tobytes(), affine_ras
-    return gzip_bytes([header, body.data], level), affine_ras
 
 
 def write_nifti(path: str | Path, data_crk: np.ndarray, affine_lps: np.ndarray, codes: str | None,

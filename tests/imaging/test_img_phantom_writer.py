@@ -12,7 +12,7 @@ import pytest
 from etl.errors import ConfigError, DicomError, ValidationFailed
 from etl.runner import LocalRunner, make_runner
 from etl.synth.phantom import Phantom, make_phantom
-from etl.transform import nifti
+from etl.transform import gzipstream, nifti
 
 
 def test_phantom_contract() -> None:
@@ -54,21 +54,19 @@ def test_gzip_is_standard_and_independent_of_how_it_was_fed() -> None:
     boundaries are offsets of the stream; 3 M uint16 = 1.4 chunks of 4 MiB, so a boundary is crossed)."""
     import io
 
-    from etl.transform.gzipstream import ChunkedGzipWriter
-
     rng = np.random.default_rng(0)
     raw = (rng.normal(300, 40, 3_000_000).astype(np.uint16)).tobytes()
-    one = nifti.gzip_bytes([b"head", raw])
+    one = gzipstream.gzip_bytes([b"head", raw])
     pieces = io.BytesIO()
-    with ChunkedGzipWriter(pieces) as gz:
+    with gzipstream.ChunkedGzipWriter(pieces) as gz:
         gz.write(b"he")
         gz.write(b"ad" + raw[:777])
         for start in range(777, len(raw), 100_003):
             gz.write(raw[start:start + 100_003])
-    assert one == pieces.getvalue() == nifti.gzip_bytes([b"head" + raw])
+    assert one == pieces.getvalue() == gzipstream.gzip_bytes([b"head" + raw])
     assert gzip.decompress(one) == b"head" + raw
     assert one[4:8] == b"\x00\x00\x00\x00"  # mtime 0
-    assert zlib.decompress(nifti.gzip_bytes([b""]), 31) == b""
+    assert zlib.decompress(gzipstream.gzip_bytes([b""]), 31) == b""
 
 
 def test_reorient_preserves_world_positions(tmp_path) -> None:
