@@ -104,22 +104,18 @@ def _read_nifti(path: Path) -> SpatialImage:
     """The NIfTI image with its voxels in memory; a .gz is inflated with python-isal when installed
     (about 3x zlib: reading two full-size phases is most of a case's render time)."""
     import nibabel as nib
+    from nibabel.spatialimages import SpatialImage
 
     if path.name.endswith(".gz"):
         try:
             from isal import igzip
-        except ImportError:  # pragma: no cover - isal is a dependency; plain nibabel still works
-            return _spatial(nib.load(str(path)), path)
-        try:
+
             return nib.Nifti1Image.from_bytes(igzip.decompress(path.read_bytes()))
+        except ImportError:  # pragma: no cover - isal is a dependency; plain nibabel still works
+            pass
         except nib.filebasedimages.ImageFileError:  # e.g. NIfTI-2: let nibabel pick the class
-            return _spatial(nib.load(str(path)), path)
-    return _spatial(nib.load(str(path)), path)
-
-
-def _spatial(img: object, path: Path) -> SpatialImage:
-    from nibabel.spatialimages import SpatialImage
-
+            pass
+    img = nib.load(str(path))
     if not isinstance(img, SpatialImage):
         raise InputUnreadable(f"not an image with a voxel grid ({type(img).__name__})", str(path))
     return img
