@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 import requests
 
 from etl.extract.retry import PermanentError, TransientError, parse_retry_after
+from etl.interrupts import import_whole
 
 log = logging.getLogger("etl.extract.nbia")
 
@@ -233,7 +234,7 @@ def patched_nbia(api_url: str, timeout: float) -> Iterator[tuple[Any, Transport]
     if not _patch_lock.acquire(blocking=False):
         raise RuntimeError("another NBIA extraction is already running in this process")
     try:
-        from tcia_utils import nbia
+        nbia: Any = import_whole("tcia_utils.nbia")  # imports duckdb: a Ctrl-C inside that crashes the interpreter
 
         transport = Transport(timeout)
         saved = (nbia.setApiUrl, nbia.requests)

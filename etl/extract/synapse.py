@@ -47,6 +47,7 @@ from etl.extract.retry import (
     call_with_retry,
     parse_retry_after,
 )
+from etl.interrupts import import_whole
 from etl.types import StrPath
 
 log = logging.getLogger("etl.extract.synapse")
@@ -128,7 +129,7 @@ def _redacting(secrets_: list[str]) -> Iterator[None]:
     synapseclient logs through its own loggers with their own stdout/stderr handlers, so the filter goes on
     every handler that exists, not only on the root logger's.
     """
-    import synapseclient  # noqa: F401 - its import runs logging.config.dictConfig; do that before adjusting
+    import_whole("synapseclient")  # its import runs logging.config.dictConfig; do that before adjusting
 
     filt = _Redactor(secrets_)
     handlers: set[logging.Handler] = set(logging.getLogger().handlers)

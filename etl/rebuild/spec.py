@@ -30,6 +30,7 @@ import yaml
 
 from etl.contracts import SPLITS, TABLE
 from etl.errors import ConfigError
+from etl.interrupts import import_whole
 from etl.types import StrPath
 
 # keys of the `rebuild:` section; anything else is most likely a typo and is refused (a silently ignored
@@ -143,7 +144,7 @@ def nnunet_unusable() -> str | None:
     if not nnunet_available():
         return "not installed"
     try:
-        import nnunetv2.inference.predict_from_raw_data  # noqa: F401  (imports torch too)
+        import_whole("nnunetv2.inference.predict_from_raw_data")  # imports torch too
     except Exception as exc:  # any failure to import means: not usable here, and say why
         first = str(exc).splitlines()[0] if str(exc) else ""
         return f"{type(exc).__name__}: {first}".rstrip(": ")

@@ -27,6 +27,7 @@ import numpy as np
 
 from etl.atomic import write_text
 from etl.errors import SegmentError
+from etl.interrupts import import_whole
 from etl.segment import INSTALL_HINT, nnunet_available
 from etl.segment.config import SegmentationConfig
 from etl.segment.io import (Case, grid_difference, load, phase_index, read_array, read_phases, reference_phase,
@@ -275,11 +276,10 @@ class Predictor:
         require_nnunet()
         configure_environment()
         try:
-            import torch
-
+            torch = import_whole("torch")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+                nnUNetPredictor = import_whole("nnunetv2.inference.predict_from_raw_data").nnUNetPredictor
         except ImportError as exc:  # found but broken (e.g. a missing dependency of nnunetv2)
             raise SegmentError(f"{INSTALL_HINT}; import failed: {_one_line(exc)}", "nnunetv2") from exc
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import pandas as pd
 
 from etl.errors import EtlError
+from etl.interrupts import import_whole
 
 _DOUBLE_QUOTED = re.compile(r'"([^"]*)"')
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -40,7 +41,7 @@ def filter_cases(df: pd.DataFrame, where: str) -> pd.DataFrame:
 
 def run_sql(df: pd.DataFrame, sql: str, where_label: str = "--sql") -> pd.DataFrame:
     """Run DuckDB SQL with ``df`` registered as the view ``cases``."""
-    import duckdb
+    duckdb = import_whole("duckdb")
 
     con = duckdb.connect()
     try:
