@@ -37,6 +37,24 @@ def cli(capsys: pytest.CaptureFixture[str]):
     return _run
 
 
+@pytest.fixture
+def mlcroissant():
+    """mlcroissant, with absl's log handler writing to the real stderr.
+
+    Why: absl (imported by mlcroissant) creates its handler on whatever ``sys.stderr`` is at that moment,
+    under pytest a capture stream, and closes that stream when the handler is closed. synapseclient's
+    import runs ``logging.config.dictConfig``, which closes every handler: a later test in the same worker
+    that first imports synapseclient (rebuild, demo) closed pytest's own capture file and crashed the worker.
+    """
+    import sys
+
+    mlc = pytest.importorskip("mlcroissant")
+    from absl import logging as absl_logging
+
+    absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__  # absl never closes this one
+    return mlc
+
+
 @pytest.fixture(scope="session")
 def v1_path() -> Path:
     if not V1_TABLE.exists():

@@ -86,9 +86,8 @@ def test_layout_and_contents(release_dir: Path, staged) -> None:
     assert "date" not in json.dumps(prov["tool"]).lower()
 
 
-def test_croissant_loads_with_mlcroissant(release_dir: Path) -> None:
-    mlc = pytest.importorskip("mlcroissant")
-    ds = mlc.Dataset(jsonld=str(release_dir / "croissant.json"))
+def test_croissant_loads_with_mlcroissant(release_dir: Path, mlcroissant) -> None:
+    ds = mlcroissant.Dataset(jsonld=str(release_dir / "croissant.json"))
     records = list(ds.records("train_test_splits"))
     assert len(records) == 8
     table = list(ds.records("clinical_and_imaging_info"))

@@ -218,7 +218,7 @@ def test_killed_import_leaves_no_half_written_mask(cli, assigned, tmp_path: Path
     assert sorted(p.name for p in expert_dir.iterdir()) == sorted(f"{p.lower()}.nii.gz" for p in who["ana"])
 
 
-def test_release_built_after_import_verifies(cli, assigned, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_release_built_after_import_verifies(cli, assigned, tmp_path: Path, mlcroissant) -> None:  # type: ignore[no-untyped-def]
     """Ratings and corrections go into the release (raters anonymized as the definition says), the card and
     Croissant describe them, verify passes and catches a mask off its image's grid, diff names the masks."""
     import json
@@ -264,8 +264,7 @@ def test_release_built_after_import_verifies(cli, assigned, tmp_path: Path) -> N
     ids = {d["@id"] for d in crois["distribution"]}
     assert {"segmentation_quality.csv", "segmentations/corrections.parquet"} <= ids
     assert {"segmentation_quality", "corrections"} <= {r["@id"] for r in crois["recordSet"]}
-    mlc = pytest.importorskip("mlcroissant")
-    ds = mlc.Dataset(jsonld=str(rel / "croissant.json"))
+    ds = mlcroissant.Dataset(jsonld=str(rel / "croissant.json"))
     assert len(list(ds.records("segmentation_quality"))) == 12
     dice = {r["corrections/patient_id"].decode(): r["corrections/dice"] for r in ds.records("corrections")}
     assert dice == pytest.approx(dict(zip(df["patient_id"], df["dice"])))
