@@ -25,10 +25,10 @@ from typing import Any
 def interrupt_deferred() -> Iterator[None]:
     """Record SIGINT while the block runs; deliver it to the previous handler when the block is over.
 
-    Only the main thread can install signal handlers; elsewhere (and where no Python handler is installed)
-    the block runs unchanged.
+    Only the main thread can install signal handlers, and a handler installed by C code (``getsignal`` says
+    None) could not be put back: in those cases the block runs unchanged.
     """
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
         yield
         return
     pending: list[int] = []
@@ -49,7 +49,7 @@ def interrupt_deferred() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if not pending:
         return
-    if previous is signal.default_int_handler or previous is None:
+    if previous is signal.default_int_handler:
         raise KeyboardInterrupt
     if callable(previous):
         previous(signal.SIGINT, None)
