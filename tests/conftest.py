@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,13 +47,11 @@ def mlcroissant():
     import runs ``logging.config.dictConfig``, which closes every handler: a later test in the same worker
     that first imports synapseclient (rebuild, demo) closed pytest's own capture file and crashed the worker.
     """
-    import sys
-
-    mlc = pytest.importorskip("mlcroissant")
+    import mlcroissant  # a dev dependency: missing is an error, not a skip
     from absl import logging as absl_logging
 
     absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__  # absl never closes this one
-    return mlc
+    return mlcroissant
 
 
 @pytest.fixture(scope="session")
